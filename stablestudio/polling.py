@@ -1,0 +1,74 @@
+"""When to poll a job next: the pure schedule behind `wait_for_job`.
+
+First poll near the expected turnaround. Then, if the job reports progress p after t seconds, poll when it
+should be done (t * (100 - p) / p); otherwise back off. Every delay is clamped, jittered and kept inside the
+deadline.
+
+Example:
+    >>> import random
+    >>> from stablestudio.polling import PollSchedule
+    >>> s = PollSchedule(expected_seconds=5, timeout=120, rng=random.Random(1))
+    >>> 5.0 <= s.first_delay() <= 5.6
+    True
+    >>> 0.5 <= s.next_delay(elapsed=5.0, progress=80) <= 1.5
+    True
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["PollSchedule"]
+
+
+@dataclass
+class PollSchedule:
+    """An adaptive poll schedule for one job. Not thread-safe; make one per wait.
+
+    Attributes:
+        expected_seconds: the typical turnaround (Flux 2 Pro edit: about 5 s).
+        timeout: the overall deadline in seconds.
+        min_interval: never poll faster than this.
+        max_interval: never wait longer than this between polls.
+        jitter: relative jitter (0.1 = +-10 %), so many clients do not poll in lockstep.
+    """
+
+    expected_seconds: float = 5.0
+    timeout: float = 120.0
+    min_interval: float = 0.5
+    max_interval: float = 15.0
+    jitter: float = 0.1
+    rng: random.Random = field(default_factory=random.Random)
+    _backoff: float = field(default=0.0, init=False)
+
+    def first_delay(self) -> float:
+        """Delay before the first poll: the expected turnaround plus a little (jitter only delays it)."""
+        delay = self.expected_seconds * (1.0 + self.jitter * self.rng.random())
+        return self._bounded(max(delay, 0.0), elapsed=0.0)
+
+    def next_delay(self, *, elapsed: float, progress: float | None) -> float:
+        """Delay before the next poll, from the time since submission and the last progress (0..100)."""
+        if progress is not None and 0 < progress < 100:
+            remaining = elapsed * (100.0 - progress) / progress
+            delay = self._jittered(min(max(remaining, self.min_interval), self.max_interval))
+        else:
+            self._backoff = (
+                max(self.min_interval, 0.3 * self.expected_seconds)
+                if self._backoff == 0
+                else self._backoff * 1.5
+            )
+            delay = self._jittered(min(self._backoff, self.max_interval))
+        return self._bounded(delay, elapsed=elapsed)
+
+    def retry_after_delay(self, *, elapsed: float, retry_after: float | None) -> float:
+        """Delay after a 429/503: the server's Retry-After when given, else the backoff."""
+        if retry_after is None:
+            return self.next_delay(elapsed=elapsed, progress=None)
+        return self._bounded(max(retry_after, self.min_interval), elapsed=elapsed)
+
+    def _jittered(self, delay: float) -> float:
+        return max(self.min_interval, delay * (1.0 + self.jitter * (2.0 * self.rng.random() - 1.0)))
+
+    def _bounded(self, delay: float, *, elapsed: float) -> float:
+        return max(0.0, min(delay, self.timeout - elapsed))
