@@ -1,11 +1,18 @@
 """stablestudio: a Prefect-free async client for StableStudio (Flux 2 Pro edit), paid per call with x402.
 
 Example:
-    >>> from stablestudio import EditRequest, WalletPolicy
-    >>> EditRequest(prompt="Make the sky pink", images=["https://b.example/a.png"]).resolution
-    '1 MP'
+    ```python
+    from stablestudio import EditRequest, StableStudioClient
+
+    async with StableStudioClient(private_key) as client:
+        blob_url = await client.upload("photo.png")
+        job = await client.submit_edit(EditRequest(prompt="make it snow", images=[blob_url]))
+        result = await client.wait_for_job(job.job_id)
+    ```
 """
 
+from stablestudio._http import ClientStats
+from stablestudio.client import StableStudioClient
 from stablestudio.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -40,6 +47,7 @@ __all__ = [
     "AssetInfo",
     "AuthenticationFailed",
     "BudgetExceeded",
+    "ClientStats",
     "EditRequest",
     "InvalidRequest",
     "Job",
@@ -60,6 +68,7 @@ __all__ = [
     "RateLimited",
     "Requirement",
     "Settlement",
+    "StableStudioClient",
     "StableStudioError",
     "SubmittedJob",
     "UntrustedChallenge",

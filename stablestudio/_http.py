@@ -1,0 +1,137 @@
+"""The HTTP edge: which URLs we talk to, one request with counting, and no redirect ever followed blindly.
+
+Payment and SIWX headers are bound to one origin, so API requests never follow a redirect: a 3xx is a
+`ProtocolError`. Plain downloads (no credentials) may follow redirects, within the same URL rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from stablestudio.errors import InvalidRequest, ProtocolError, RateLimited, UpstreamError
+
+__all__ = ["ClientStats", "check_url", "excerpt", "raise_for_status", "retry_after_seconds"]
+
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, what: str = "URL") -> str:
+    """Return `url` if it is HTTPS, or HTTP on a loopback host; else raise.
+
+    Raises:
+        InvalidRequest: another scheme, plain HTTP to a non-loopback host, or no host.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise InvalidRequest(f"{what} has no host: {url[:200]!r}", field=what)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        return url
+    raise InvalidRequest(f"{what} must use https (http only on loopback): {url[:200]!r}", field=what)
+
+
+def excerpt(response: httpx.Response, limit: int = 300) -> str:
+    """The first `limit` characters of a (read) response body."""
+    try:
+        return response.text[:limit]
+    except Exception:  # undecodable bytes: say so rather than fail while reporting another failure
+        return f"<{len(response.content)} bytes>"
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import UTC, datetime
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def error_code(response: httpx.Response) -> str | None:
+    """The `error` code of a JSON error body (`{"error": "x"}` or `{"error": {"code": "x"}}`)."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        err = err.get("code")
+    return err if isinstance(err, str) else None
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    """Raise `RateLimited` / `UpstreamError` for a non-2xx response; return for 2xx."""
+    if response.is_success:
+        return
+    if response.status_code == 429 or (response.status_code == 503 and "retry-after" in response.headers):
+        raise RateLimited(
+            f"{what}: rate limited",
+            status=response.status_code,
+            body_excerpt=excerpt(response),
+            retry_after=retry_after_seconds(response),
+        )
+    raise UpstreamError(
+        f"{what} failed",
+        status=response.status_code,
+        body_excerpt=excerpt(response),
+        code=error_code(response),
+    )
+
+
+def refuse_redirect(response: httpx.Response, what: str) -> None:
+    """Raise `ProtocolError` for any 3xx: credentials on this request are bound to its origin."""
+    if response.is_redirect or 300 <= response.status_code < 400:
+        target = response.headers.get("location", "")
+        raise ProtocolError(
+            f"{what}: refusing to follow a redirect (HTTP {response.status_code}) to {target[:200]!r}"
+        )
+
+
+@dataclass
+class ClientStats:
+    """Requests made by one client, per route kind, and what was signed. For benchmarks and tests.
+
+    Kinds: "generate", "upload", "upload_confirm", "jobs", "blob", "download".
+    """
+
+    requests: Counter[str] = field(default_factory=Counter)
+    payments_signed: int = 0
+    siwx_proofs_signed: int = 0
+    siwx_challenges: int = 0
+
+    @property
+    def total_requests(self) -> int:
+        """All requests made."""
+        return sum(self.requests.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain dict copy."""
+        return {
+            "requests": dict(self.requests),
+            "payments_signed": self.payments_signed,
+            "siwx_proofs_signed": self.siwx_proofs_signed,
+            "siwx_challenges": self.siwx_challenges,
+        }

@@ -1,0 +1,120 @@
+"""The three-step upload: paid ticket, streamed PUT to the blob API, SIWX confirm."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import ValidationError
+
+from stablestudio._http import check_url, error_code, excerpt, raise_for_status, refuse_redirect
+from stablestudio.errors import ProtocolError, StableStudioError, UpstreamError
+from stablestudio.models import BlobInfo, UploadResult, UploadTicket
+from stablestudio.paying import PaymentFlow
+from stablestudio.payment import Payment
+from stablestudio.sources import OpenedSource
+
+__all__ = ["upload_opened"]
+
+BLOB_API_VERSION = "12"
+# A ticket this close to expiry is not worth starting a PUT with.
+_TICKET_MARGIN = timedelta(seconds=3)
+_PUT_ATTEMPTS = 3
+
+
+class _TokenExpired(Exception):
+    """The blob API said the client token expired."""
+
+
+async def upload_opened(
+    flow: PaymentFlow,
+    opened: OpenedSource,
+    *,
+    blob_api_url: str,
+    idempotency_key: str | None = None,
+) -> UploadResult:
+    """Run the three steps for a checked source. See `StableStudioClient.upload_detailed`."""
+    body = {"filename": opened.filename, "contentType": opened.content_type, "size": opened.size}
+    payments: list[Payment] = []
+    for ticket_attempt in range(2):
+        key = (
+            idempotency_key if idempotency_key is None or ticket_attempt == 0 else f"{idempotency_key}:retry"
+        )
+        paid = await flow.post("upload", "/api/upload", body, idempotency_key=key)
+        if paid.payment is not None:
+            payments.append(paid.payment)
+        try:
+            ticket = UploadTicket.model_validate(paid.data)
+        except ValidationError:
+            raise ProtocolError("upload ticket reply is malformed") from None
+        if ticket.expires_at.astimezone(UTC) - _TICKET_MARGIN <= datetime.now(UTC):
+            continue
+        try:
+            blob = await _put(flow, opened, ticket, blob_api_url)
+        except _TokenExpired:
+            continue
+        break
+    else:
+        raise UpstreamError(
+            "upload token expired twice; gave up after two tickets", status=0, code="client_token_expired"
+        )
+
+    response = await flow.session.siwx_request(
+        "upload_confirm",
+        "POST",
+        "/api/upload/confirm",
+        json_body={"uploadId": ticket.upload_id, "blobUrl": blob.url},
+    )
+    raise_for_status(response, "POST /api/upload/confirm")
+    return UploadResult(
+        blob_url=blob.url,
+        upload_id=ticket.upload_id,
+        pathname=blob.pathname or ticket.pathname,
+        content_type=opened.content_type,
+        size=opened.size,
+        payments=tuple(payments),
+    )
+
+
+async def _put(flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, blob_api_url: str) -> BlobInfo:
+    url = check_url(f"{blob_api_url.rstrip('/')}/?{urlencode({'pathname': ticket.pathname})}", "blob_api_url")
+    headers = {
+        "authorization": f"Bearer {ticket.client_token}",
+        "x-api-version": BLOB_API_VERSION,
+        "x-content-type": opened.content_type,
+        "x-vercel-blob-access": "public",
+        "x-content-length": str(opened.size),
+        # An explicit length stops httpx from switching the streamed body to chunked encoding.
+        "content-length": str(opened.size),
+    }
+    last: StableStudioError | None = None
+    for _ in range(_PUT_ATTEMPTS):
+        http = flow.session.http
+        if http is None:
+            raise RuntimeError("client is closed")
+        flow.session.stats.requests["blob"] += 1
+        try:
+            response = await http.put(url, content=opened.chunks(), headers=headers)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            last = UpstreamError(f"blob PUT failed: {type(exc).__name__}", status=0)
+            continue
+        refuse_redirect(response, "blob PUT")
+        if response.is_success:
+            try:
+                return BlobInfo.model_validate(response.json())
+            except (ValueError, ValidationError):
+                raise ProtocolError(f"blob PUT reply is malformed: {excerpt(response, 100)}") from None
+        code = error_code(response)
+        if code == "client_token_expired":
+            raise _TokenExpired
+        if response.status_code >= 500 or code in ("rate_limited", "service_unavailable"):
+            last = UpstreamError(
+                "blob PUT failed", status=response.status_code, body_excerpt=excerpt(response), code=code
+            )
+            continue
+        raise UpstreamError(
+            "blob PUT refused", status=response.status_code, body_excerpt=excerpt(response), code=code
+        )
+    assert last is not None
+    raise last
