@@ -1,1 +1,16 @@
-"""blocks."""
+"""Prefect blocks of prefect-stablestudio.
+
+Every Block is imported here: `prefect block register -m blocks` and the server's auto-registration only see
+blocks that this module imports.
+
+Example:
+    ```python
+    from blocks import StableStudioWallet
+
+    wallet = StableStudioWallet.load("BLOCK_NAME")
+    ```
+"""
+
+from blocks.wallet import StableStudioWallet
+
+__all__ = ["StableStudioWallet"]

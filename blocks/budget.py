@@ -1,0 +1,374 @@
+"""Spend caps held by Prefect's server: global concurrency limits used as token buckets in micro-USDC.
+
+Why the server and not memory: tasks of one flow run may execute in threads, in other processes (Dask, Ray,
+process pools) or on other workers, and two of them must never both spend the last dollar. Prefect's
+`/v2/concurrency_limits/increment` endpoint checks and increments every named limit in one conditional SQL
+UPDATE and rolls back unless all rows matched (research note M16), so a reservation over several caps is
+all-or-nothing.
+
+Each cap is one limit whose slots are micro-USDC (1 slot = $0.000001):
+
+| cap | limit name | slots | decay per second |
+| --- | --- | --- | --- |
+| per flow run | `stablestudio-<address>-run-<flow run id>` | cap | 1e-9 (never, in practice) |
+| rolling 24 h | `stablestudio-<address>-day` | cap | cap / 86400 |
+| lifetime | `stablestudio-<address>-total` | cap | 1e-9 (never, in practice) |
+
+Rate-limit mode refuses limits without decay, hence the 1e-9 "never" decay; Prefect floors the decay at every
+update (M8), so the count only ever errs towards more spend, never less. The address (public) names the
+limits: two wallets that differ only by key would otherwise be indistinguishable. Deleting a limit resets that
+cap's spend.
+
+Where the caps hold: against a Prefect server (self-hosted or Cloud), across every process and machine that
+talks to it. In ephemeral mode (no PREFECT_API_URL) Prefect runs a local server on the SQLite database under
+PREFECT_HOME: caps then hold across the processes of one machine sharing that PREFECT_HOME, not across
+machines.
+
+Example:
+    ```python
+    from blocks.budget import SpendBudget
+
+    budget = SpendBudget("0xAbC...", per_day=5_000_000, lifetime=50_000_000)
+    await budget.reserve(40_000)      # $0.04, or SpendCapExceeded naming the cap
+    ```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from stablestudio.errors import BudgetExceeded
+from stablestudio.money import format_usd
+from stablestudio.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
+    from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+    from prefect.flows import Flow
+
+    from stablestudio.x402 import Quote
+
+__all__ = [
+    "NEVER_DECAY",
+    "BudgetHooks",
+    "CapLimit",
+    "CapName",
+    "SpendBudget",
+    "SpendCapExceeded",
+    "current_flow_run_id",
+    "day_limit_name",
+    "release_run_budget",
+    "run_limit_name",
+    "total_limit_name",
+]
+
+CapName = Literal["per call", "per flow run", "rolling 24 h", "lifetime"]
+
+NEVER_DECAY = 1e-9
+"""Decay for caps that must not replenish (rate-limit mode refuses a decay of exactly 0)."""
+
+_DAY_SECONDS = 86_400
+_PREFIX = "stablestudio-"
+
+
+def day_limit_name(address: str) -> str:
+    """Name of the rolling 24 h limit of a wallet."""
+    return f"{_PREFIX}{address.lower()}-day"
+
+
+def total_limit_name(address: str) -> str:
+    """Name of the lifetime limit of a wallet."""
+    return f"{_PREFIX}{address.lower()}-total"
+
+
+def run_limit_name(address: str, flow_run_id: str) -> str:
+    """Name of the per-flow-run limit of a wallet."""
+    return f"{_PREFIX}{address.lower()}-run-{flow_run_id}"
+
+
+class SpendCapExceeded(BudgetExceeded):
+    """A spend cap would be exceeded; nothing was signed.
+
+    Attributes:
+        cap_name: which cap refused ("per flow run", "rolling 24 h", "lifetime").
+        cap: the cap, atomic units.
+        asked: what the call would cost, atomic units.
+        remaining: what is left under the cap, atomic units.
+        address: the wallet (public).
+    """
+
+    def __init__(self, *, cap_name: CapName, cap: int, asked: int, remaining: int, address: str) -> None:
+        super().__init__(
+            f"{cap_name} cap of {format_usd(cap)} for wallet {address} would be exceeded: "
+            f"asked {format_usd(asked)}, remaining {format_usd(remaining)}",
+            cap=cap,
+            asked=asked,
+            remaining=remaining,
+        )
+        self.cap_name: CapName = cap_name
+        self.address = address
+
+
+@dataclass(frozen=True)
+class CapLimit:
+    """One cap as a global concurrency limit."""
+
+    cap_name: CapName
+    name: str
+    limit: int
+    decay: float
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the flow run we are in (also from inside a task run, in any thread), or None."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
+        return str(task_ctx.task_run.flow_run_id)
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        return str(flow_ctx.flow_run.id)
+    return None
+
+
+def _remaining(limit: GlobalConcurrencyLimitResponse) -> int:
+    # Mirror of the server's own arithmetic: occupied = active - floor(decay * seconds since last update).
+    now = datetime.now(UTC)
+    elapsed = max(0.0, (now - limit.updated).total_seconds()) if limit.updated else 0.0
+    occupied = max(0, limit.active_slots - math.floor(limit.slot_decay_per_second * elapsed))
+    return max(0, limit.limit - occupied)
+
+
+class SpendBudget:
+    """The caps of one wallet (optionally scoped to one flow run), reserved atomically on Prefect's server.
+
+    Args:
+        address: the wallet's public address.
+        per_run: cap per flow run, atomic units; ignored when `flow_run_id` is None.
+        per_day: rolling 24 h cap, atomic units.
+        lifetime: lifetime cap, atomic units.
+        flow_run_id: the flow run the per-run cap applies to.
+
+    Example:
+        ```python
+        budget = SpendBudget(wallet.address, per_day=5_000_000)
+        await budget.ensure()
+        remaining = await budget.remaining()     # {"rolling 24 h": 5000000}
+        ```
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        per_run: int | None = None,
+        per_day: int | None = None,
+        lifetime: int | None = None,
+        flow_run_id: str | None = None,
+    ) -> None:
+        self.address = address
+        limits: list[CapLimit] = []
+        if per_run is not None and flow_run_id is not None:
+            limits.append(
+                CapLimit("per flow run", run_limit_name(address, flow_run_id), per_run, NEVER_DECAY)
+            )
+        if per_day is not None:
+            limits.append(CapLimit("rolling 24 h", day_limit_name(address), per_day, per_day / _DAY_SECONDS))
+        if lifetime is not None:
+            limits.append(CapLimit("lifetime", total_limit_name(address), lifetime, NEVER_DECAY))
+        self.limits: tuple[CapLimit, ...] = tuple(limits)
+        self._ensured = False
+
+    @property
+    def names(self) -> list[str]:
+        """The limit names, in cap order."""
+        return [c.name for c in self.limits]
+
+    async def ensure(self) -> None:
+        """Create the limits that are missing and align existing ones with the caps. Idempotent.
+
+        Never resets spend: an existing limit keeps its occupied slots; only its size, decay and active flag
+        are corrected (a cap disabled with `prefect gcl update --disable` would otherwise stop counting).
+        """
+        async with get_client() as client:
+            for cap in self.limits:
+                if cap.limit <= 0:
+                    continue  # a zero cap refuses locally; Prefect refuses decay 0 in rate-limit mode
+                try:
+                    existing = await client.read_global_concurrency_limit_by_name(cap.name)
+                except ObjectNotFound:
+                    try:
+                        await client.create_global_concurrency_limit(
+                            GlobalConcurrencyLimitCreate(
+                                name=cap.name, limit=cap.limit, active=True, slot_decay_per_second=cap.decay
+                            )
+                        )
+                    except ObjectAlreadyExists:
+                        pass  # another process created it first: the same limit
+                    continue
+                drift = abs(existing.slot_decay_per_second - cap.decay) > 1e-12 * max(1.0, cap.decay)
+                if existing.limit != cap.limit or drift or not existing.active:
+                    await client.update_global_concurrency_limit(
+                        cap.name,
+                        GlobalConcurrencyLimitUpdate(
+                            limit=cap.limit, slot_decay_per_second=cap.decay, active=True
+                        ),
+                    )
+        self._ensured = True
+
+    async def reserve(self, amount: int) -> None:
+        """Take `amount` from every cap at once, or from none.
+
+        Raises:
+            SpendCapExceeded: a cap cannot take it; names the cap, the amount asked and what remains.
+        """
+        if amount <= 0 or not self.limits:
+            return
+        for cap in self.limits:
+            if cap.limit <= 0:
+                raise self._exceeded(cap, amount, remaining=0)
+        if not self._ensured:
+            await self.ensure()
+        names = self.names
+        async with get_client() as client:
+            try:
+                # One call, one SQL UPDATE over all names. The raw endpoint answers at once (423) instead of
+                # waiting for decay like `rate_limit(timeout_seconds=...)`, whose client-side queue serialises
+                # callers per name set: 15 refusals would each wait out the timeout in turn.
+                response = await client.increment_concurrency_slots(
+                    names=names, slots=amount, mode="rate_limit"
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code in (423, 422):
+                    raise await self._refusal(client, amount) from None
+                raise
+            acquired = {item["name"] for item in response.json()}
+            if acquired != set(names):
+                # Strictness beyond `strict=True` (which only checks that *some* limit exists): a limit
+                # deleted between ensure() and now would otherwise be skipped silently.
+                if acquired:
+                    await client.release_concurrency_slots(sorted(acquired), amount, occupancy_seconds=1.0)
+                self._ensured = False
+                missing = sorted(set(names) - acquired)
+                raise RuntimeError(f"spend limits {missing} vanished while reserving; nothing was signed")
+
+    async def refund(self, amount: int) -> None:
+        """Give back a reservation whose payment moved no money (the server rejected it)."""
+        if amount <= 0 or not self.limits:
+            return
+        async with get_client() as client:
+            await client.release_concurrency_slots(self.names, amount, occupancy_seconds=1.0)
+
+    async def remaining(self) -> dict[CapName, int]:
+        """What is left under each cap, atomic units (a missing limit counts as untouched)."""
+        out: dict[CapName, int] = {}
+        async with get_client() as client:
+            for cap in self.limits:
+                try:
+                    limit = await client.read_global_concurrency_limit_by_name(cap.name)
+                except ObjectNotFound:
+                    out[cap.cap_name] = cap.limit
+                    continue
+                out[cap.cap_name] = _remaining(limit)
+        return out
+
+    async def _refusal(self, client: Any, amount: int) -> SpendCapExceeded:
+        state: list[tuple[CapLimit, int]] = []
+        for cap in self.limits:
+            try:
+                limit = await client.read_global_concurrency_limit_by_name(cap.name)
+            except ObjectNotFound:
+                state.append((cap, cap.limit))
+                continue
+            state.append((cap, _remaining(limit)))
+        blocking = next(((c, r) for c, r in state if r < amount), None)
+        if blocking is None:  # decay freed room since the refusal: report the tightest cap
+            blocking = min(state, key=lambda cr: cr[1])
+        return self._exceeded(blocking[0], amount, remaining=blocking[1])
+
+    def _exceeded(self, cap: CapLimit, amount: int, *, remaining: int) -> SpendCapExceeded:
+        return SpendCapExceeded(
+            cap_name=cap.cap_name, cap=cap.limit, asked=amount, remaining=remaining, address=self.address
+        )
+
+
+class BudgetHooks(NoHooks):
+    """Payment hooks that reserve budget before signing and refund it when the server rejects the payment.
+
+    Spend counts the quoted amount of every payment that was signed and not rejected: a payment whose outcome
+    is unknown stays counted (it may have moved money).
+
+    Args:
+        budget: the caps to reserve from.
+        inner: further hooks (for example the payment-intent store) called after the budget's own work.
+    """
+
+    def __init__(self, budget: SpendBudget, inner: PaymentHooks | None = None) -> None:
+        self.budget = budget
+        self.inner = inner
+
+    async def before_signing(self, quote: Quote) -> None:
+        """Reserve the quoted amount; raise `SpendCapExceeded` to refuse."""
+        await self.budget.reserve(quote.amount)
+        if self.inner is not None:
+            try:
+                await self.inner.before_signing(quote)
+            except BaseException:
+                await self.budget.refund(quote.amount)
+                raise
+
+    async def after_signing(self, payment: Payment) -> None:
+        """Pass through to the inner hooks (which persist the payment)."""
+        if self.inner is not None:
+            await self.inner.after_signing(payment)
+
+    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
+        """Refund a rejected payment (no money moved), then pass through."""
+        if outcome.status == "rejected":
+            await self.budget.refund(payment.amount)
+        if self.inner is not None:
+            await self.inner.after_outcome(payment, outcome)
+
+
+async def release_run_budget(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """Flow hook: delete the per-run limits of a finished flow run (any wallet). Safe to call twice.
+
+    Prefect calls completion/failure/cancellation/crash hooks only on final states, so a flow retry keeps the
+    run's spend. Use it on your own flows that call the paid tasks directly:
+
+    Example:
+        ```python
+        @flow(on_completion=[release_run_budget], on_failure=[release_run_budget])
+        async def my_flow(): ...
+        ```
+    """
+    suffix = f"-run-{flow_run.id}"
+    async with get_client() as client:
+        names = await _limit_names(client)
+        for name in names:
+            if name.startswith(_PREFIX) and name.endswith(suffix):
+                try:
+                    await client.delete_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    pass
+
+
+async def _limit_names(client: Any, page: int = 200) -> Sequence[str]:
+    names: list[str] = []
+    offset = 0
+    while True:
+        batch = await client.read_global_concurrency_limits(limit=page, offset=offset)
+        names.extend(str(limit.name) for limit in batch)
+        if len(batch) < page:
+            return names
+        offset += page

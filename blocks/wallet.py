@@ -1,0 +1,284 @@
+"""The `StableStudioWallet` block: a hot wallet, what it may pay, and its spend caps.
+
+The block holds configuration only. Spend so far lives in Prefect's global concurrency limits
+(`blocks.budget`), because a block is a last-writer-wins document and cannot count concurrent payments.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from eth_account import Account
+from prefect.blocks.abstract import CredentialsBlock
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
+from stablestudio.money import to_atomic
+from stablestudio.policy import BASE_MAINNET, WalletPolicy
+
+if TYPE_CHECKING:
+    from stablestudio.client import StableStudioClient
+    from stablestudio.payment import PaymentHooks
+
+__all__ = ["LOGO_PATH", "PROJECT_URL", "StableStudioWallet"]
+
+PROJECT_URL = "https://github.com/prefect-stablestudio/prefect-stablestudio"
+LOGO_PATH = Path(__file__).with_name("logo.png")
+"""The block's logo, shipped in the package (the suite checks this file, offline)."""
+
+_ENV_PREFIX = "STABLESTUDIO_"
+
+
+def _usd_field(default: Decimal | None, title: str, description: str) -> Any:
+    return Field(default=default, title=title, description=description, ge=Decimal(0))
+
+
+class StableStudioWallet(CredentialsBlock):
+    """A wallet that pays StableStudio per call (x402, USDC on Base), with spend caps enforced by Prefect.
+
+    Use a dedicated hot wallet funded no higher than the lifetime cap: anyone with read access to the Prefect
+    API can load the block with its secret.
+
+    Example:
+        Load a saved wallet and edit an image:
+        ```python
+        from prefect_stablestudio import StableStudioWallet
+        from stablestudio import EditRequest
+
+        wallet = StableStudioWallet.load("BLOCK_NAME")
+        async with wallet.get_client() as client:
+            job = await client.submit_edit(EditRequest(prompt="make it snow", images=[blob_url]))
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "StableStudio Wallet"
+    _block_type_slug: ClassVar[str] = "stablestudio-wallet"
+    _logo_url: ClassVar[str] = f"{PROJECT_URL}/raw/main/blocks/logo.png"  # type: ignore[assignment]
+    _documentation_url: ClassVar[str] = f"{PROJECT_URL}#readme"  # type: ignore[assignment]
+    _description: ClassVar[str] = (
+        "A hot wallet that pays StableStudio (Flux 2 Pro image edits) per call in USDC, "
+        "with per-call, per-flow-run, rolling 24 h and lifetime spend caps."
+    )
+
+    # A validation error must never echo the key it was given.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    private_key: SecretStr = Field(
+        default=...,
+        title="Private key",
+        description="Hex private key (0x + 64 hex digits) of a dedicated hot wallet; stored encrypted.",
+    )
+    address: str | None = Field(
+        default=None,
+        title="Address",
+        description="Public address of the wallet; derived from the key when empty, refused if it differs.",
+    )
+    base_url: str = Field(
+        default="https://stablestudio.dev",
+        title="Base URL",
+        description="StableStudio API origin.",
+    )
+    blob_api_url: str | None = Field(
+        default=None,
+        title="Blob API URL",
+        description="Upload (blob) API origin; empty means the service default.",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=lambda: [BASE_MAINNET],
+        title="Allowed networks",
+        description="CAIP-2 networks the wallet pays on.",
+    )
+    allowed_pay_to: list[str] | None = Field(
+        default=None,
+        title="Allowed payTo addresses",
+        description="Recipients the wallet pays; empty allows any valid address.",
+    )
+    max_usd_per_call: Decimal = _usd_field(
+        Decimal("0.50"), "Cap per call (USD)", "Largest single payment, in USD."
+    )
+    max_usd_per_run: Decimal | None = _usd_field(
+        None, "Cap per flow run (USD)", "Most one flow run may spend, in USD; empty means no cap."
+    )
+    max_usd_per_day: Decimal | None = _usd_field(
+        None, "Cap per rolling 24 hours (USD)", "Most spent in any 24 hours, in USD; empty means no cap."
+    )
+    max_usd_total: Decimal | None = _usd_field(
+        None,
+        "Lifetime cap (USD)",
+        "Most this wallet may ever spend through Prefect, in USD; empty means no cap.",
+    )
+
+    @field_validator("max_usd_per_call", "max_usd_per_run", "max_usd_per_day", "max_usd_total")
+    @classmethod
+    def _whole_micro_dollars(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None:
+            to_atomic(value)  # raises on more than 6 decimals: USDC cannot pay a fraction of a unit
+        return value
+
+    @field_validator("max_usd_per_call")
+    @classmethod
+    def _positive_per_call(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError("the per-call cap must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _address_matches_key(self) -> Self:
+        try:
+            derived = Account.from_key(self.private_key.get_secret_value()).address
+        except Exception:
+            # Deliberately no detail: the library's message may quote the value.
+            raise ValueError(
+                "private_key is not a valid secp256k1 private key (0x + 64 hex digits)"
+            ) from None
+        if self.address is None or self.address == "":
+            self.address = derived
+        elif self.address.lower() != derived.lower():
+            raise ValueError(
+                f"address {self.address} does not match the private key (which controls {derived})"
+            )
+        else:
+            self.address = derived  # checksummed form
+        return self
+
+    @property
+    def public_address(self) -> str:
+        """The checksummed address (always set after validation)."""
+        assert self.address is not None
+        return self.address
+
+    def policy(self) -> WalletPolicy:
+        """The client-side policy: networks, payTo allow-list and the per-call cap."""
+        return WalletPolicy(
+            allowed_networks=frozenset(self.allowed_networks),
+            allowed_pay_to=None if not self.allowed_pay_to else frozenset(self.allowed_pay_to),
+            max_amount_per_call=to_atomic(self.max_usd_per_call),
+        )
+
+    def caps(self) -> dict[CapName, int | None]:
+        """Every cap in atomic units (None: no cap)."""
+
+        def atomic(value: Decimal | None) -> int | None:
+            return None if value is None else to_atomic(value)
+
+        return {
+            "per call": to_atomic(self.max_usd_per_call),
+            "per flow run": atomic(self.max_usd_per_run),
+            "rolling 24 h": atomic(self.max_usd_per_day),
+            "lifetime": atomic(self.max_usd_total),
+        }
+
+    def budget(self, flow_run_id: str | None = None) -> SpendBudget:
+        """The server-side caps; the per-run cap applies only when `flow_run_id` is given."""
+        caps = self.caps()
+        return SpendBudget(
+            self.public_address,
+            per_run=caps["per flow run"],
+            per_day=caps["rolling 24 h"],
+            lifetime=caps["lifetime"],
+            flow_run_id=flow_run_id,
+        )
+
+    async def ensure_budget_limits(self, flow_run_id: str | None = None) -> SpendBudget:
+        """Create (or align) the global concurrency limits behind the caps. Idempotent; never resets spend.
+
+        Example:
+            ```python
+            wallet = await StableStudioWallet.aload("BLOCK_NAME")
+            await wallet.ensure_budget_limits()
+            ```
+        """
+        budget = self.budget(flow_run_id)
+        await budget.ensure()
+        return budget
+
+    def get_client(
+        self,
+        *,
+        hooks: PaymentHooks | None = None,
+        flow_run_id: str | None = None,
+        enforce_budget: bool = True,
+        **client_kwargs: Any,
+    ) -> StableStudioClient:
+        """A new protocol client bound to this wallet's policy and spend caps. Use it with `async with`.
+
+        Create one per task (an HTTP client must not cross event loops). Inside a flow or task run the per-run
+        cap applies to that flow run unless `flow_run_id` says otherwise.
+
+        Args:
+            hooks: extra payment hooks, called after the budget's (e.g. to persist payment intents).
+            flow_run_id: the flow run whose per-run cap applies; default: the current one, if any.
+            enforce_budget: reserve the server-side caps before signing (only tests of the raw client
+                should turn this off).
+            **client_kwargs: passed to `StableStudioClient` (timeout, max_connections, ...).
+
+        Example:
+            ```python
+            async with wallet.get_client() as client:
+                blob_url = await client.upload("photo.png")
+            ```
+        """
+        from stablestudio.client import StableStudioClient
+
+        run_id = flow_run_id if flow_run_id is not None else current_flow_run_id()
+        bound: PaymentHooks | None = (
+            BudgetHooks(self.budget(run_id), inner=hooks) if enforce_budget else hooks
+        )
+        return StableStudioClient(
+            self.private_key.get_secret_value(),
+            base_url=self.base_url,
+            policy=self.policy(),
+            hooks=bound,
+            blob_api_url=self.blob_api_url,
+            **client_kwargs,
+        )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StableStudioWallet:
+        """Build a wallet from environment variables (headless workers, CI).
+
+        | variable | field |
+        | --- | --- |
+        | `STABLESTUDIO_PRIVATE_KEY` (required) | private_key |
+        | `STABLESTUDIO_ADDRESS` | address |
+        | `STABLESTUDIO_BASE_URL` | base_url |
+        | `STABLESTUDIO_BLOB_API_URL` | blob_api_url |
+        | `STABLESTUDIO_ALLOWED_NETWORKS` (comma-separated) | allowed_networks |
+        | `STABLESTUDIO_ALLOWED_PAY_TO` (comma-separated) | allowed_pay_to |
+        | `STABLESTUDIO_MAX_USD_PER_CALL` / `_PER_RUN` / `_PER_DAY` / `_TOTAL` | the caps |
+
+        Raises:
+            KeyError: STABLESTUDIO_PRIVATE_KEY is not set.
+
+        Example:
+            ```python
+            StableStudioWallet.from_env().save("worker-wallet", overwrite=True)
+            ```
+        """
+        env = os.environ if environ is None else environ
+        if not env.get(f"{_ENV_PREFIX}PRIVATE_KEY"):
+            raise KeyError(f"{_ENV_PREFIX}PRIVATE_KEY is not set")
+        fields: dict[str, Any] = {"private_key": env[f"{_ENV_PREFIX}PRIVATE_KEY"]}
+        simple = {"ADDRESS": "address", "BASE_URL": "base_url", "BLOB_API_URL": "blob_api_url"}
+        for suffix, name in simple.items():
+            if env.get(_ENV_PREFIX + suffix):
+                fields[name] = env[_ENV_PREFIX + suffix]
+        for suffix, name in {
+            "ALLOWED_NETWORKS": "allowed_networks",
+            "ALLOWED_PAY_TO": "allowed_pay_to",
+        }.items():
+            if env.get(_ENV_PREFIX + suffix):
+                fields[name] = [v.strip() for v in env[_ENV_PREFIX + suffix].split(",") if v.strip()]
+        caps = {
+            "PER_CALL": "max_usd_per_call",
+            "PER_RUN": "max_usd_per_run",
+            "PER_DAY": "max_usd_per_day",
+            "TOTAL": "max_usd_total",
+        }
+        for suffix, name in caps.items():
+            if env.get(f"{_ENV_PREFIX}MAX_USD_{suffix}"):
+                fields[name] = Decimal(env[f"{_ENV_PREFIX}MAX_USD_{suffix}"])
+        return cls(**fields)
