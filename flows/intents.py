@@ -1,0 +1,186 @@
+"""Payment intents: the record that makes a paid edit happen at most once across retries, crashes and reruns.
+
+Prefect writes a task's cache record only after the task returns, so a crash between paying and returning
+pays again on retry (research note M10: 2 payments). Instead, every paid edit has an idempotency key derived
+from its inputs, and a JSON record under that key moves through
+
+    signed (the authorization, persisted BEFORE it is sent) -> submitted (job id, persisted BEFORE polling)
+        -> complete (output URI + sha256)
+
+with `rejected` (no money moved: a new signature is allowed), `unknown` (money may have moved: only the
+SAME signed authorization is ever re-sent) and `failed` (the job failed after payment) on the side. A retry or
+rerun reads the record first and resumes from it.
+
+Records live on any fsspec URL: by default under PREFECT_HOME (one machine), or s3://bucket/prefix so workers
+on other machines share them. Local writes are write-then-rename; S3 object PUTs are atomic. A record holds
+the signed authorization (a bearer instrument for that one payment to that one recipient), never the private
+key.
+
+Example:
+    ```python
+    store = IntentStore("s3://my-bucket/stablestudio-intents")
+    key = intent_key("edit", wallet.address, inputs=[("s3://b/cat.png", sha)], params={"prompt": "..."})
+    intent = await store.get(key)
+    ```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import posixpath
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fsspec.core import url_to_fs
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.storage import StorageOptions
+from stablestudio.payment import Payment, PaymentOutcome
+
+__all__ = ["IntentHooks", "IntentStatus", "IntentStore", "PaymentIntent", "default_intent_url", "intent_key"]
+
+IntentStatus = Literal["new", "signed", "submitted", "unknown", "rejected", "complete", "failed"]
+
+_KEY_VERSION = 1
+
+
+def intent_key(
+    operation: str,
+    wallet: str,
+    *,
+    inputs: Sequence[tuple[str, str]],
+    params: dict[str, Any],
+    user_key: str | None = None,
+) -> str:
+    """A deterministic idempotency key: the same inputs give the same key in any process, on any day.
+
+    Args:
+        operation: e.g. "flux-2-pro/edit".
+        wallet: the paying address (a job can only be resumed by the wallet that paid for it).
+        inputs: (uri, sha256) per input image: a changed file at the same URI is a new edit.
+        params: the request parameters other than the image URLs (prompt, aspect ratio, seed, ...).
+        user_key: optional caller key, to ask deliberately for a second, paid, edit of the same inputs.
+    """
+    canonical = json.dumps(
+        {
+            "v": _KEY_VERSION,
+            "op": operation,
+            "wallet": wallet.lower(),
+            "inputs": [list(pair) for pair in inputs],
+            "params": params,
+            "user_key": user_key,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def default_intent_url() -> str:
+    """`$PREFECT_HOME/stablestudio/intents`: shared by the runs of one machine."""
+    from prefect.settings import PREFECT_HOME
+
+    return str(PREFECT_HOME.value() / "stablestudio" / "intents")
+
+
+class PaymentIntent(BaseModel):
+    """The persisted state of one paid edit."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str
+    wallet: str
+    status: IntentStatus = "new"
+    inputs: list[dict[str, str]] = Field(default_factory=list, description="uri, sha256, blob_url per input.")
+    request: dict[str, Any] | None = Field(default=None, description="The exact edit body (with blob URLs).")
+    payment: Payment | None = None
+    job_id: str | None = None
+    transaction: str | None = None
+    reason: str | None = None
+    output_uri: str | None = None
+    output_sha256: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class IntentStore:
+    """Payment intents as JSON files on an fsspec URL.
+
+    Args:
+        url: a folder (local path or fsspec URL); default `default_intent_url()`.
+        storage_options: fsspec options for `url`.
+    """
+
+    def __init__(self, url: str | None = None, storage_options: StorageOptions | None = None) -> None:
+        self.url = (url or default_intent_url()).rstrip("/")
+        self.storage_options = dict(storage_options or {})
+
+    def _path(self, key: str) -> str:
+        if not all(c in "0123456789abcdef" for c in key) or len(key) != 64:
+            raise ValueError("an intent key is 64 lowercase hex digits")
+        return f"{self.url}/{key}.json"
+
+    def _read(self, key: str) -> PaymentIntent | None:
+        fs, path = url_to_fs(self._path(key), **self.storage_options)
+        try:
+            raw = fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return PaymentIntent.model_validate_json(raw)
+
+    def _write(self, intent: PaymentIntent) -> None:
+        fs, path = url_to_fs(self._path(intent.key), **self.storage_options)
+        data = intent.model_dump_json(indent=1).encode("utf-8")
+        if "file" in fs.protocol or "local" in fs.protocol:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            fs.pipe_file(tmp, data)
+            fs.mv(tmp, path)  # rename: readers see the old record or the new one, never half of one
+        else:
+            fs.pipe_file(path, data)
+
+    async def get(self, key: str) -> PaymentIntent | None:
+        """The record for `key`, or None."""
+        return await asyncio.to_thread(self._read, key)
+
+    async def put(self, intent: PaymentIntent) -> PaymentIntent:
+        """Write (replace) the record; returns it with `updated_at` set."""
+        intent = intent.model_copy(update={"updated_at": datetime.now(UTC)})
+        await asyncio.to_thread(self._write, intent)
+        return intent
+
+
+class IntentHooks:
+    """Payment hooks that persist the signed payment before it is sent, and its outcome after.
+
+    A failed write in `after_signing` raises, and the client then sends nothing: money never moves without a
+    record that lets a later attempt find it.
+    """
+
+    def __init__(self, store: IntentStore, intent: PaymentIntent) -> None:
+        self.store = store
+        self.intent = intent
+
+    async def before_signing(self, quote: Any) -> None:
+        """Nothing to do: the budget hooks reserve money here."""
+
+    async def after_signing(self, payment: Payment) -> None:
+        """Persist the signed payment (status `signed`)."""
+        self.intent = await self.store.put(
+            self.intent.model_copy(update={"payment": payment, "status": "signed", "reason": None})
+        )
+
+    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
+        """Persist what happened to the payment."""
+        update: dict[str, Any] = {"payment": payment}
+        if outcome.status == "rejected":
+            update.update(status="rejected", reason=outcome.reason)
+        elif outcome.status == "unknown":
+            update.update(status="unknown", reason=outcome.reason)
+        elif outcome.settlement is not None and outcome.settlement.transaction:
+            update["transaction"] = outcome.settlement.transaction
+        self.intent = await self.store.put(self.intent.model_copy(update=update))

@@ -1,0 +1,105 @@
+"""Storage through fsspec (local and S3 on moto) and the payment-intent store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.intents import IntentStore, PaymentIntent, intent_key
+from flows.storage import (
+    content_type_for,
+    exists_with_checksum,
+    join_uri,
+    presign,
+    read_input,
+    sha256_hex,
+    write_bytes,
+)
+from stablestudio.payment import Payment
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+async def test_local_roundtrip_is_atomic_and_checksummed(tmp_path: Path) -> None:
+    target = str(tmp_path / "deep" / "out.png")
+    assert await write_bytes(PNG, target) == target
+    assert Path(target).read_bytes() == PNG
+    assert [p.name for p in (tmp_path / "deep").iterdir()] == ["out.png"]  # no temp file left behind
+    assert await exists_with_checksum(target, sha256_hex(PNG))
+    assert not await exists_with_checksum(target, sha256_hex(b"other"))
+    image = await read_input(target)
+    assert (image.uri, image.filename, image.content_type, image.sha256) == (
+        target, "out.png", "image/png", sha256_hex(PNG)
+    )
+    assert await presign(target) is None
+
+
+async def test_s3_roundtrip_with_explicit_options_and_a_presigned_url(
+    s3_bucket: str, s3_storage_options: dict[str, Any]
+) -> None:
+    uri = f"s3://{s3_bucket}/a/b/out.png"
+    await write_bytes(PNG, uri, s3_storage_options)
+    image = await read_input(uri, s3_storage_options)
+    assert image.data == PNG and image.content_type == "image/png"
+    assert await exists_with_checksum(uri, sha256_hex(PNG), s3_storage_options)
+    url = await presign(uri, s3_storage_options, expires=3600)
+    assert url is not None and url.startswith("http://127.0.0.1:")
+    assert httpx.get(url).content == PNG
+
+
+async def test_s3_reached_through_aws_endpoint_url_alone(s3_bucket: str, s3fs_filesystem: Any) -> None:
+    # The session fixture exported AWS_ENDPOINT_URL; botocore honours it without any storage_options.
+    await write_bytes(PNG, f"s3://{s3_bucket}/env.png")
+    assert s3fs_filesystem.cat_file(f"{s3_bucket}/env.png") == PNG
+
+
+def test_content_types_and_joins() -> None:
+    assert content_type_for(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert content_type_for(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert content_type_for(b"??", "x.gif") == "image/gif"
+    assert join_uri("s3://b/prefix/", "x.png") == "s3://b/prefix/x.png"
+    assert join_uri("/tmp/out", "x.png") == "/tmp/out/x.png"
+
+
+def test_intent_keys_are_deterministic_and_input_sensitive() -> None:
+    base: dict[str, Any] = dict(inputs=[("s3://b/cat.png", "ab" * 32)], params={"prompt": "snow"})
+    key = intent_key("flux-2-pro/edit", "0xAbC", **base)
+    assert key == intent_key("flux-2-pro/edit", "0xabc", **base)  # address case does not matter
+    assert len(key) == 64
+    assert key != intent_key("flux-2-pro/edit", "0xabc", **base, user_key="again")
+    assert key != intent_key("flux-2-pro/edit", "0xabc", inputs=[("s3://b/cat.png", "cd" * 32)],
+                             params={"prompt": "snow"})
+    assert key != intent_key("flux-2-pro/edit", "0xabc", inputs=base["inputs"], params={"prompt": "rain"})
+
+
+def _payment() -> Payment:
+    return Payment(
+        header="header-value", nonce="0x" + "11" * 32, amount=30_000, asset="0xA", network="eip155:8453",
+        pay_to="0xB", payer="0xC", resource_url="http://x/api", body_sha256="00" * 32, valid_before=1,
+        signed_at=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_intent_store_roundtrip(
+    where: str, tmp_path: Path, s3_bucket: str, s3_storage_options: dict[str, Any]
+) -> None:
+    store = (
+        IntentStore(str(tmp_path / "intents"))
+        if where == "local"
+        else IntentStore(f"s3://{s3_bucket}/intents", s3_storage_options)
+    )
+    key = intent_key("op", "0xabc", inputs=[], params={})
+    assert await store.get(key) is None
+    first = await store.put(PaymentIntent(key=key, wallet="0xabc", status="signed", payment=_payment()))
+    again = await store.get(key)
+    assert again is not None and again.payment == first.payment and again.status == "signed"
+    await store.put(again.model_copy(update={"status": "submitted", "job_id": "job-1"}))
+    latest = await store.get(key)
+    assert latest is not None and (latest.status, latest.job_id) == ("submitted", "job-1")
+    with pytest.raises(ValueError):
+        await store.get("../../etc/passwd")
