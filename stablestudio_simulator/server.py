@@ -78,7 +78,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 def _bind(settings: SimulatorSettings) -> tuple[socket.socket, SimulatorState]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio only disables Nagle on accepted sockets whose proto says TCP,
+    # and with Nagle on every response split into several writes waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(2048)
