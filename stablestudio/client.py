@@ -345,6 +345,7 @@ class StableStudioClient:
         filename: str | None = None,
         content_type: str | None = None,
         idempotency_key: str | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> UploadResult:
         """Upload in three steps: paid ticket, streamed PUT to the blob API, SIWX confirm.
 
@@ -353,12 +354,23 @@ class StableStudioClient:
         token expires before the bytes are up, a new ticket is bought: that is a second $0.01 payment, listed
         in `UploadResult.payments`.
 
+        Args:
+            source: a path, bytes, or an fsspec URL (s3://bucket/key.png, memory://x.png, ...).
+            filename: name to store; default the source's base name.
+            content_type: optional declared type; must match the bytes.
+            idempotency_key: derives the x402 payment-identifier when the server supports it.
+            storage_options: fsspec options for URL sources (e.g. an S3 endpoint).
+
         Raises:
             InvalidRequest: not an allowed image, too large, unreadable (nothing paid).
         """
         _, flow = self._ensure_open()
         opened = await open_source(
-            source, filename=filename, content_type=content_type, max_bytes=self.max_upload_bytes
+            source,
+            filename=filename,
+            content_type=content_type,
+            max_bytes=self.max_upload_bytes,
+            storage_options=storage_options,
         )
         return await upload_opened(
             flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key

@@ -58,6 +58,7 @@ async def open_source(
     filename: str | None = None,
     content_type: str | None = None,
     max_bytes: int,
+    storage_options: dict[str, Any] | None = None,
 ) -> OpenedSource:
     """Inspect `source` without reading it whole: type from the first bytes, size, a re-openable stream.
 
@@ -70,7 +71,7 @@ async def open_source(
         size, head, name = len(data), data[:16], None
         chunks = _bytes_chunks(data)
     else:
-        opener, size, name = await asyncio.to_thread(_describe, source)
+        opener, size, name = await asyncio.to_thread(_describe, source, storage_options or {})
         head = await asyncio.to_thread(_read_head, opener)
         chunks = _file_chunks(opener)
     sniffed = sniff_image_type(head)
@@ -96,13 +97,15 @@ async def open_source(
     )
 
 
-def _describe(source: str | os.PathLike[str]) -> tuple[Callable[[], IO[bytes]], int, str]:
+def _describe(
+    source: str | os.PathLike[str], storage_options: dict[str, Any]
+) -> tuple[Callable[[], IO[bytes]], int, str]:
     text = os.fspath(source)
     try:
         if "://" in text:
             import fsspec
 
-            fs, path = fsspec.core.url_to_fs(text)
+            fs, path = fsspec.core.url_to_fs(text, **storage_options)
             size = int(fs.size(path))
 
             def open_remote() -> IO[bytes]:
