@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
@@ -77,6 +78,13 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class _DroppedResponseFilter(logging.Filter):
+    """Hides uvicorn's error line for responses the fault plan drops on purpose (they are counted instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
 def _bind(settings: SimulatorSettings) -> tuple[socket.socket, SimulatorState]:
     # proto must be IPPROTO_TCP: asyncio only disables Nagle on accepted sockets whose proto says TCP,
     # and with Nagle on every response split into several writes waits ~40 ms for the client's delayed ACK.
@@ -98,6 +106,9 @@ def _server(state: SimulatorState, server_class: type[uvicorn.Server]) -> uvicor
         timeout_graceful_shutdown=2,
         backlog=2048,
     )
+    error_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DroppedResponseFilter) for f in error_logger.filters):
+        error_logger.addFilter(_DroppedResponseFilter())
     return server_class(config)
 
 

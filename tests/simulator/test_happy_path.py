@@ -12,7 +12,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from stablestudio_simulator import Simulator
+from stablestudio_simulator import Simulator, SimulatorSettings, run_simulator
 from tests.simulator.helpers import (
     EDIT_PATH,
     decode_header,
@@ -105,3 +105,20 @@ async def test_upload_edit_poll_and_fetch_a_real_image(
     assert mine[1]["resource_id"] == job["jobId"]
     assert state["spend"][fresh_account.address.lower()] == 40_000
     assert sim.balance(fresh_account.address) == 100_000_000 - 40_000
+
+
+async def test_run_simulator_serves_in_the_callers_event_loop(fresh_account: LocalAccount) -> None:
+    async with run_simulator(SimulatorSettings(latency_seconds=0, payment_identifier=True)) as local:
+        assert local.blob_api_url == f"{local.base_url}/api/blob"
+        async with httpx.AsyncClient(base_url=local.base_url) as client:
+            blob_url = await upload_image(client, fresh_account, local.blob_api_url)
+            response, _ = await paid_post(
+                client, fresh_account, EDIT_PATH, edit_body(blob_url, output_format="webp")
+            )
+            views = await wait_complete(client, fresh_account, response.json()["jobId"])
+            image = await client.get(views[-1]["result"]["imageUrl"])
+            assert image.headers["content-type"] == "image/webp"
+        assert local.state()["counters"]["payments"] == 2
+    async with httpx.AsyncClient() as after:
+        with pytest.raises(httpx.ConnectError):
+            await after.get(f"{local.base_url}/_sim/state")
