@@ -17,7 +17,11 @@ from typing import Any
 
 from stablestudio.errors import ProtocolError
 
-__all__ = ["canonical_json", "decode_b64_json", "encode_b64_json"]
+__all__ = ["MAX_HEADER_CHARS", "canonical_json", "decode_b64_json", "encode_b64_json"]
+
+# Real x402 and SIWX headers are a few KiB. A server that sends more is broken or hostile: what it asks us to
+# sign (and echo back in PAYMENT-SIGNATURE) would not fit in a request header anyway.
+MAX_HEADER_CHARS = 64 * 1024
 
 
 def canonical_json(value: Any) -> bytes:
@@ -34,8 +38,10 @@ def decode_b64_json(text: str) -> Any:
     """Decode base64 JSON, accepting the standard and URL-safe alphabets and missing padding.
 
     Raises:
-        ProtocolError: the text is not base64 of UTF-8 JSON.
+        ProtocolError: the text is longer than `MAX_HEADER_CHARS`, or not base64 of UTF-8 JSON.
     """
+    if len(text) > MAX_HEADER_CHARS:
+        raise ProtocolError(f"header is too large: {len(text)} characters (limit {MAX_HEADER_CHARS})")
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
     try:

@@ -170,7 +170,7 @@ class PaymentFlow:
                 # A redirect after the signed header reached the server: it may have taken the money.
                 await self._unknown(payment, str(exc))
             if response.is_success:
-                return await self._settled(payment, response)
+                return await self._settled(payment, response, body, find)
             if response.status_code >= 500 or response.status_code == 429:
                 last_problem = f"HTTP {response.status_code}"
                 delay = retry_after_seconds(response)
@@ -180,12 +180,14 @@ class PaymentFlow:
             reason = _refusal_reason(response)
             if is_resend or reason.endswith("nonce_used"):
                 # The money may have moved on an earlier send whose reply we lost: find what it bought.
-                return await self._resume(payment, body, find, reason)
+                return await self._resume(payment, body, find, f"re-sent payment answered {reason!r}")
             await self.hooks.after_outcome(payment, PaymentOutcome(status="rejected", reason=reason))
             raise PaymentRejected(f"payment refused: {reason}", reason=reason, payment=payment)
         await self._unknown(payment, f"no answer after {1 + self.resend_attempts} sends ({last_problem})")
 
-    async def _settled(self, payment: Payment, response: httpx.Response) -> PaidResponse:
+    async def _settled(
+        self, payment: Payment, response: httpx.Response, body: Any, find: FindExisting | None
+    ) -> PaidResponse:
         settlement: Settlement | None = None
         header = response.headers.get("payment-response")
         if header:
@@ -196,14 +198,20 @@ class PaymentFlow:
         try:
             data = response.json()
         except ValueError:
-            await self._unknown(payment, "paid reply is not JSON")
+            # A 2xx means the money moved: look for what it bought rather than leave the outcome unknown.
+            return await self._resume(payment, body, find, "paid reply is not JSON", settlement)
         await self.hooks.after_outcome(
             payment, PaymentOutcome(status="settled", settlement=settlement, response=data)
         )
         return PaidResponse(data=data, payment=payment, settlement=settlement)
 
     async def _resume(
-        self, payment: Payment, body: Any, find: FindExisting | None, reason: str
+        self,
+        payment: Payment,
+        body: Any,
+        find: FindExisting | None,
+        reason: str,
+        settlement: Settlement | None = None,
     ) -> PaidResponse:
         found: dict[str, Any] | None = None
         if find is not None:
@@ -212,11 +220,11 @@ class PaymentFlow:
             except (StableStudioError, httpx.HTTPError):
                 found = None
         if found is None:
-            await self._unknown(payment, f"re-sent payment answered {reason!r}; no unique result found")
+            await self._unknown(payment, f"{reason}; no unique result found")
         await self.hooks.after_outcome(
-            payment, PaymentOutcome(status="settled", reason=reason, response=found)
+            payment, PaymentOutcome(status="settled", reason=reason, settlement=settlement, response=found)
         )
-        return PaidResponse(data=found, payment=payment, settlement=None, resumed=True)
+        return PaidResponse(data=found, payment=payment, settlement=settlement, resumed=True)
 
     async def _unknown(self, payment: Payment, why: str) -> NoReturn:
         await self.hooks.after_outcome(payment, PaymentOutcome(status="unknown", reason=why))

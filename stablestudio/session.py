@@ -152,7 +152,10 @@ class Session:
         if header:
             try:
                 decoded = decode_b64_json(header)
-            except ProtocolError:
+            except ProtocolError as exc:
+                if "extensions" not in merged:
+                    # Nothing else to go on: say what was wrong rather than "no challenge".
+                    raise ProtocolError(f"SIWX 402 has an unusable PAYMENT-REQUIRED: {exc}") from None
                 decoded = None
             if isinstance(decoded, dict):
                 # The body's error code is the specific one ("siwx_expired"); keep it.
