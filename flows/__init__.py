@@ -1,1 +1,37 @@
-"""flows."""
+"""Prefect tasks and flows of prefect-stablestudio.
+
+Example:
+    ```python
+    from flows import edit_image
+
+    outcome = await edit_image("my-wallet", "s3://photos/cat.png", "make it snow", "s3://edits/")
+    ```
+"""
+
+from flows.edit import EditBatchFailed, EditFailed, edit_image, edit_image_sync, edit_images, edit_images_sync
+from flows.intents import IntentStore, PaymentIntent, intent_key
+from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, SavedResult
+from flows.tasks import PaidJob, UploadedImage, save_result, submit_edit, upload_image, wait_for_job
+
+__all__ = [
+    "BatchResult",
+    "EditBatchFailed",
+    "EditFailed",
+    "EditItem",
+    "EditOptions",
+    "EditOutcome",
+    "IntentStore",
+    "PaidJob",
+    "PaymentIntent",
+    "SavedResult",
+    "UploadedImage",
+    "edit_image",
+    "edit_image_sync",
+    "edit_images",
+    "edit_images_sync",
+    "intent_key",
+    "save_result",
+    "submit_edit",
+    "upload_image",
+    "wait_for_job",
+]

@@ -1,0 +1,218 @@
+"""Artifacts of an edit run: per edit an image (or link), per run a table, a progress bar and a summary.
+
+Reporting never fails a run: every call is wrapped and a failure is logged as a warning. Only URLs that stay
+valid are shown: a presigned URL of the result in the user's own storage (S3: up to 7 days, said so in the
+description) or a link to its URI; never StableStudio's result URL, which expires in about 20 minutes. No
+artifact holds anything secret: addresses, amounts, URIs, job ids and transaction hashes only.
+
+Example:
+    ```python
+    from flows.artifacts import artifact_key
+
+    artifact_key("stablestudio", "edit", "3f2a")    # "stablestudio-edit-3f2a"
+    ```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    acreate_image_artifact,
+    acreate_link_artifact,
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+from flows.models import EditOutcome
+from flows.storage import StorageOptions, presign
+
+__all__ = [
+    "BatchProgress",
+    "artifact_key",
+    "edit_artifact",
+    "run_table_artifact",
+    "summary_artifact",
+]
+
+T = TypeVar("T")
+_KEY_CHARS = re.compile(r"[^a-z0-9-]+")
+PRESIGN_SECONDS = 7 * 24 * 3600
+
+
+def artifact_key(*parts: str) -> str:
+    """A key valid for Prefect (`^[a-z0-9-]*$`, at most 100 characters) built from free text."""
+    raw = "-".join(p for p in parts if p)
+    return _KEY_CHARS.sub("-", raw.lower()).strip("-")[:100].rstrip("-")
+
+
+async def _quietly(what: str, make: Callable[[], Awaitable[T]]) -> T | None:
+    try:
+        return await make()
+    except Exception as exc:
+        get_run_logger().warning("artifact %s not created: %s", what, exc)
+        return None
+
+
+async def _viewable(uri: str | None, storage_options: StorageOptions | None) -> str | None:
+    if uri is None:
+        return None
+    if uri.startswith(("http://", "https://")):
+        return uri
+    return await presign(uri, storage_options, expires=PRESIGN_SECONDS)
+
+
+def _viewer(uri: str | None, storage_options: StorageOptions | None) -> Callable[[], Awaitable[str | None]]:
+    return lambda: _viewable(uri, storage_options)
+
+
+async def edit_artifact(
+    outcome: EditOutcome, *, prefix: str, storage_options: StorageOptions | None = None
+) -> None:
+    """The result of one edit: an image artifact when a lasting URL exists, otherwise a link to its URI."""
+    if outcome.output_uri is None:
+        return
+    key = artifact_key(prefix, "edit", outcome.idempotency_key[:16])
+    description = f"{outcome.prompt[:200]} | job {outcome.job_id} | {outcome.output_uri}"
+    url = await _quietly("image url", lambda: _viewable(outcome.output_uri, storage_options))
+    if url is not None:
+        await _quietly(
+            "image",
+            lambda: acreate_image_artifact(
+                url, key=key, description=f"{description} (presigned link, valid 7 days)"
+            ),
+        )
+        return
+    uri = outcome.output_uri
+    link = uri if "://" in uri else f"file://{uri}"
+    await _quietly(
+        "link", lambda: acreate_link_artifact(link, link_text=uri, key=key, description=description)
+    )
+
+
+def _row(outcome: EditOutcome) -> dict[str, Any]:
+    return {
+        "input": ", ".join(outcome.images),
+        "prompt": outcome.prompt[:200],
+        "job id": outcome.job_id or "",
+        "status": outcome.status,
+        "cost (USD)": str(outcome.cost_usd),
+        "paid in this run": "yes" if outcome.paid_now else "no",
+        "tx hash": outcome.transaction or "",
+        "output path": outcome.output_uri or "",
+        "seconds": round(outcome.seconds, 2),
+        "error": (outcome.error or "")[:300],
+    }
+
+
+async def run_table_artifact(outcomes: Sequence[EditOutcome], *, prefix: str) -> None:
+    """One row per edit: input, prompt, job id, status, cost, tx hash, output path, seconds."""
+    rows = [_row(o) for o in outcomes]
+    await _quietly(
+        "table",
+        lambda: acreate_table_artifact(
+            rows, key=artifact_key(prefix, "edits"), description="StableStudio edits of this run"
+        ),
+    )
+
+
+def _usd(value: Decimal | int | None) -> str:
+    if value is None:
+        return "no cap"
+    amount = Decimal(value) / Decimal(1_000_000) if isinstance(value, int) else value
+    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
+
+
+async def summary_artifact(
+    outcomes: Sequence[EditOutcome],
+    *,
+    prefix: str,
+    wallet_address: str,
+    spent: Decimal,
+    caps: dict[str, int | None],
+    remaining: dict[str, int],
+    storage_options: StorageOptions | None = None,
+) -> None:
+    """A markdown summary: counts, spend this run, what remains under each cap, before/after images."""
+    ok = sum(1 for o in outcomes if o.ok)
+    lines = [
+        "# StableStudio edits",
+        "",
+        f"**{ok} of {len(outcomes)} edits saved.** Wallet `{wallet_address}`.",
+        "",
+        f"Spent by this run: **{_usd(spent)}** (payments signed now, upload fees included; a resumed edit "
+        "was paid by an earlier run and is not counted again).",
+        "",
+        "| cap | limit | remaining |",
+        "| --- | --- | --- |",
+    ]
+    for name, cap in caps.items():
+        left = remaining.get(name)
+        lines.append(f"| {name} | {_usd(cap)} | {_usd(left) if left is not None else '-'} |")
+    lines.append("")
+    for outcome in outcomes:
+        lines.append(f"## {outcome.images[0]}")
+        lines.append("")
+        lines.append(f"Prompt: {outcome.prompt[:300]}  ")
+        lines.append(f"Status: **{outcome.status}**, job `{outcome.job_id or '-'}`, {_usd(outcome.cost_usd)}")
+        if outcome.error:
+            lines.append(f"  \nError: {outcome.error[:300]}")
+        before = await _quietly("before url", _viewer(outcome.images[0], storage_options))
+        after = await _quietly("after url", _viewer(outcome.output_uri, storage_options))
+        if before or after:
+            lines.append("")
+            lines.append("| before | after |")
+            lines.append("| --- | --- |")
+            lines.append(
+                f"| {f'![before]({before})' if before else '-'} | {f'![after]({after})' if after else '-'} |"
+            )
+        elif outcome.output_uri:
+            lines.append(f"  \nOutput: `{outcome.output_uri}`")
+        lines.append("")
+    markdown = "\n".join(lines)
+    await _quietly(
+        "summary",
+        lambda: acreate_markdown_artifact(
+            markdown, key=artifact_key(prefix, "summary"), description="StableStudio run summary"
+        ),
+    )
+
+
+class BatchProgress:
+    """A progress artifact for a batch, updated as edits finish (successes and failures alike)."""
+
+    def __init__(self, total: int, *, prefix: str) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.prefix = prefix
+        self.artifact_id: UUID | None = None
+
+    async def start(self) -> None:
+        """Create the artifact at 0 %."""
+        self.artifact_id = await _quietly(
+            "progress",
+            lambda: acreate_progress_artifact(
+                0.0, key=artifact_key(self.prefix, "progress"), description=f"0 of {self.total} edits done"
+            ),
+        )
+
+    async def advance(self) -> None:
+        """One more edit finished."""
+        self.done += 1
+        if self.artifact_id is None:
+            return
+        artifact_id = self.artifact_id
+        percent = 100.0 * self.done / self.total
+        await _quietly(
+            "progress update",
+            lambda: aupdate_progress_artifact(
+                artifact_id, percent, description=f"{self.done} of {self.total} edits done"
+            ),
+        )

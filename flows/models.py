@@ -1,0 +1,125 @@
+"""Flow parameters and results as pydantic models: the Prefect UI renders them as forms.
+
+Example:
+    ```python
+    from flows.models import EditItem, EditOptions
+
+    items = [EditItem(images=["s3://photos/cat.png"]), EditItem(images=["s3://photos/dog.png"], prompt="...")]
+    options = EditOptions(resolution="2 MP", output_format="png")
+    ```
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stablestudio.models import AspectRatio, OutputFormat, Resolution
+
+__all__ = ["BatchResult", "EditItem", "EditOptions", "EditOutcome", "EditStatus", "SavedResult"]
+
+EditStatus = Literal["complete", "failed", "refused", "unknown"]
+
+
+class EditOptions(BaseModel):
+    """Flux 2 Pro edit settings other than the prompt and the images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aspect_ratio: AspectRatio = Field(default="1:1", title="Aspect ratio", description="Output aspect ratio.")
+    resolution: Resolution = Field(
+        default="1 MP", title="Resolution", description="Output size; larger costs more."
+    )
+    output_format: OutputFormat = Field(default="png", title="Output format", description="Image format.")
+    output_quality: int = Field(
+        default=80, ge=0, le=100, title="Output quality", description="Compression quality (jpg, webp)."
+    )
+    safety_tolerance: int = Field(
+        default=2, ge=1, le=5, title="Safety tolerance", description="1 is strictest, 5 most permissive."
+    )
+    prompt_upsampling: bool = Field(
+        default=False, title="Prompt upsampling", description="Let the model rewrite the prompt."
+    )
+    seed: int | None = Field(default=None, title="Seed", description="Fixed seed for reproducible output.")
+
+    def request_params(self) -> dict[str, Any]:
+        """The request fields as sent (the idempotency key hashes these)."""
+        return self.model_dump(mode="json")
+
+
+class EditItem(BaseModel):
+    """One edit of a batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: list[str] = Field(
+        min_length=1,
+        max_length=8,
+        title="Images",
+        description="Local paths or fsspec URLs (s3://bucket/key); the first one names the output.",
+    )
+    prompt: str | None = Field(
+        default=None, max_length=10_000, title="Prompt", description="Prompt; default: the batch's."
+    )
+    output_name: str | None = Field(
+        default=None, title="Output file name", description="Default: <first image's stem>-edited.<format>."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_uri(cls, data: Any) -> Any:
+        # A bare string is the common case: one image, the batch's prompt.
+        return {"images": [data]} if isinstance(data, str) else data
+
+
+class SavedResult(BaseModel):
+    """Where a result was written, and the checksum of the bytes written."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+class EditOutcome(BaseModel):
+    """What happened to one edit (a row of the run's table)."""
+
+    images: list[str]
+    prompt: str
+    status: EditStatus
+    idempotency_key: str
+    job_id: str | None = None
+    cost_usd: Decimal = Field(default=Decimal(0), description="Price of the edit (paid now or earlier).")
+    paid_now: bool = Field(default=False, description="True when this run signed the payment.")
+    upload_cost_usd: Decimal = Field(default=Decimal(0), description="Upload fees paid by this run.")
+    transaction: str | None = None
+    output_uri: str | None = None
+    sha256: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the result is saved."""
+        return self.status == "complete"
+
+
+class BatchResult(BaseModel):
+    """All outcomes of a batch, successes and failures alike."""
+
+    outcomes: list[EditOutcome]
+    spent_usd: Decimal = Field(description="Money this run moved: new edit payments plus upload fees.")
+
+    @property
+    def succeeded(self) -> list[EditOutcome]:
+        """The saved edits."""
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def failed(self) -> list[EditOutcome]:
+        """The edits that did not produce a saved result."""
+        return [o for o in self.outcomes if not o.ok]
