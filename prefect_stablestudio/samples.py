@@ -26,7 +26,9 @@ def _landscape() -> Image.Image:
         shade = int(120 + 120 * y / height)
         draw.line([(0, y), (width, y)], fill=(70, shade // 2 + 60, shade))
     draw.ellipse([360, 50, 430, 120], fill=(255, 226, 120))
-    draw.polygon([(0, 300), (140, 190), (260, 280), (380, 170), (512, 290), (512, 384), (0, 384)], fill=(46, 110, 60))
+    draw.polygon(
+        [(0, 300), (140, 190), (260, 280), (380, 170), (512, 290), (512, 384), (0, 384)], fill=(46, 110, 60)
+    )
     return image
 
 
