@@ -92,6 +92,7 @@ class _Batch:
         storage_options: StorageOptions | None,
         user_key: str | None,
         max_wait_seconds: float,
+        expected_job_seconds: float,
         prefix: str,
     ) -> None:
         self.wallet = wallet
@@ -101,6 +102,7 @@ class _Batch:
         self.storage_options = storage_options
         self.user_key = user_key
         self.max_wait_seconds = max_wait_seconds
+        self.expected_job_seconds = expected_job_seconds
         self.prefix = prefix
         # Two identical items of one batch share a key: the second waits and reuses the first's paid job.
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -186,7 +188,10 @@ class _Batch:
         outcome.job_id, outcome.cost_usd = paid.job_id, to_dollars(paid.cost)
         outcome.paid_now, outcome.transaction = paid.paid_now, paid.transaction
         try:
-            result = await wait_for_job(self.wallet, paid.job_id, max_wait_seconds=self.max_wait_seconds)
+            result = await wait_for_job(
+                self.wallet, paid.job_id, max_wait_seconds=self.max_wait_seconds,
+                expected_seconds=self.expected_job_seconds,
+            )
         except JobFailed as exc:
             latest = await self.store.get(key) or intent
             await self.store.put(latest.model_copy(update={"status": "failed", "reason": exc.error}))
@@ -238,6 +243,7 @@ async def _run(
     intent_storage_options: StorageOptions | None,
     max_concurrency: int,
     max_wait_seconds: float,
+    expected_job_seconds: float,
     artifact_prefix: str,
 ) -> BatchResult:
     prefix = artifact_key(artifact_prefix) or "stablestudio"
@@ -248,7 +254,8 @@ async def _run(
     store = IntentStore(intent_store_url, intent_storage_options or storage_options)
     batch = _Batch(
         wallet, store, destination=destination, options=options, storage_options=storage_options,
-        user_key=idempotency_key, max_wait_seconds=max_wait_seconds, prefix=prefix,
+        user_key=idempotency_key, max_wait_seconds=max_wait_seconds,
+        expected_job_seconds=expected_job_seconds, prefix=prefix,
     )
     progress = BatchProgress(len(items), prefix=prefix)
     await progress.start()
@@ -296,6 +303,7 @@ async def edit_image(
     idempotency_key: str | None = None,
     intent_store_url: str | None = None,
     max_wait_seconds: float = 600.0,
+    expected_job_seconds: float = 5.0,
     artifact_prefix: str = "stablestudio",
 ) -> EditOutcome:
     """Edit one image with Flux 2 Pro and save the result; pays at most once for the same inputs.
@@ -313,6 +321,7 @@ async def edit_image(
         intent_store_url: where payment intents live; default under PREFECT_HOME. Use s3://... when workers
             on several machines may resume each other's runs.
         max_wait_seconds: how long to wait for the job.
+        expected_job_seconds: typical job duration; the first poll comes near it (Flux 2 Pro: about 5 s).
         artifact_prefix: prefix of the artifact keys.
 
     Returns:
@@ -333,7 +342,7 @@ async def edit_image(
         wallet_block=wallet_block, items=[item], prompt=prompt, destination=destination, options=options,
         storage_options=storage_options, idempotency_key=idempotency_key, intent_store_url=intent_store_url,
         intent_storage_options=None, max_concurrency=1, max_wait_seconds=max_wait_seconds,
-        artifact_prefix=artifact_prefix,
+        expected_job_seconds=expected_job_seconds, artifact_prefix=artifact_prefix,
     )
     outcome = result.outcomes[0]
     if not outcome.ok:
@@ -356,6 +365,7 @@ async def edit_images(
     idempotency_key: str | None = None,
     intent_store_url: str | None = None,
     max_wait_seconds: float = 600.0,
+    expected_job_seconds: float = 5.0,
     fail_on_error: bool = True,
     artifact_prefix: str = "stablestudio",
 ) -> BatchResult:
@@ -377,6 +387,7 @@ async def edit_images(
         idempotency_key: change it to pay deliberately for new edits of the same inputs.
         intent_store_url: where payment intents live; default under PREFECT_HOME.
         max_wait_seconds: how long to wait for each job.
+        expected_job_seconds: typical job duration; the first poll comes near it (Flux 2 Pro: about 5 s).
         fail_on_error: end the run Failed (raising `EditBatchFailed`, which carries the result) if any edit
             failed; otherwise return the result either way.
         artifact_prefix: prefix of the artifact keys.
@@ -395,7 +406,7 @@ async def edit_images(
         wallet_block=wallet_block, items=list(items), prompt=prompt, destination=destination, options=options,
         storage_options=storage_options, idempotency_key=idempotency_key, intent_store_url=intent_store_url,
         intent_storage_options=None, max_concurrency=max_concurrency, max_wait_seconds=max_wait_seconds,
-        artifact_prefix=artifact_prefix,
+        expected_job_seconds=expected_job_seconds, artifact_prefix=artifact_prefix,
     )
     if fail_on_error and result.failed:
         raise EditBatchFailed(result)

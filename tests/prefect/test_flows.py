@@ -38,6 +38,9 @@ from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
+# The simulator's jobs take ~0.2 s: poll accordingly instead of at Flux's ~5 s.
+FAST: dict[str, Any] = {"expected_job_seconds": 0.2}
+
 
 def put(fs: Any, uri: str, data: bytes) -> str:
     fs.pipe_file(uri.removeprefix("s3://"), data)
@@ -50,8 +53,13 @@ async def test_single_edit_from_s3_to_s3_pays_once_and_a_rerun_pays_nothing(
     name, wallet, key = await make_wallet(sim)
     source = put(s3fs_filesystem, f"s3://{s3_bucket}/in/cat.png", png_bytes())
     kwargs: dict[str, Any] = dict(
-        wallet_block=name, image=source, prompt="make it snow", destination=f"s3://{s3_bucket}/out/",
-        storage_options=s3_storage_options, intent_store_url=f"s3://{s3_bucket}/intents",
+        wallet_block=name,
+        **FAST,
+        image=source,
+        prompt="make it snow",
+        destination=f"s3://{s3_bucket}/out/",
+        storage_options=s3_storage_options,
+        intent_store_url=f"s3://{s3_bucket}/intents",
     )
     state = await edit_image(**kwargs, return_state=True)
     outcome = await state.result()
@@ -94,12 +102,22 @@ async def test_batch_from_s3_to_s3_keeps_successes_and_reports_failures(
     name, wallet, _ = await make_wallet(sim)
     a = put(s3fs_filesystem, f"s3://{s3_bucket}/in/a.png", png_bytes((10, 200, 10)))
     b = put(s3fs_filesystem, f"s3://{s3_bucket}/in/b.png", png_bytes((10, 10, 200)))
-    items = [EditItem(images=[a]), EditItem(images=[b], prompt="paint it", output_name="bee.jpg"),
-             EditItem(images=[f"s3://{s3_bucket}/in/missing.png"])]
+    items = [
+        EditItem(images=[a]),
+        EditItem(images=[b], prompt="paint it", output_name="bee.jpg"),
+        EditItem(images=[f"s3://{s3_bucket}/in/missing.png"]),
+    ]
     result = await edit_images(
-        wallet_block=name, items=items, prompt="make it night", destination=f"s3://{s3_bucket}/out",
-        options=EditOptions(resolution="0.5 MP"), storage_options=s3_storage_options, max_concurrency=3,
-        intent_store_url=f"s3://{s3_bucket}/intents", fail_on_error=False,
+        wallet_block=name,
+        **FAST,
+        items=items,
+        prompt="make it night",
+        destination=f"s3://{s3_bucket}/out",
+        options=EditOptions(resolution="0.5 MP"),
+        storage_options=s3_storage_options,
+        max_concurrency=3,
+        intent_store_url=f"s3://{s3_bucket}/intents",
+        fail_on_error=False,
     )
     assert [o.status for o in result.outcomes] == ["complete", "complete", "failed"]
     assert "FileNotFoundError" in (result.outcomes[2].error or "")
@@ -110,9 +128,16 @@ async def test_batch_from_s3_to_s3_keeps_successes_and_reports_failures(
     assert result.spent_usd == Decimal("0.08")  # two 0.5 MP edits and two uploads
 
     with pytest.raises(EditBatchFailed) as info:  # by default a partial failure fails the run...
-        await edit_images(wallet_block=name, items=items, prompt="make it night",
-                          destination=f"s3://{s3_bucket}/out", options=EditOptions(resolution="0.5 MP"),
-                          storage_options=s3_storage_options, intent_store_url=f"s3://{s3_bucket}/intents")
+        await edit_images(
+            wallet_block=name,
+            **FAST,
+            items=items,
+            prompt="make it night",
+            destination=f"s3://{s3_bucket}/out",
+            options=EditOptions(resolution="0.5 MP"),
+            storage_options=s3_storage_options,
+            intent_store_url=f"s3://{s3_bucket}/intents",
+        )
     assert len(info.value.result.succeeded) == 2  # ...yet keeps and reports the successes,
     assert len(payments(sim, wallet.address, EDIT_ROUTE)) == 2  # and a rerun paid nothing new
 
@@ -127,14 +152,26 @@ async def test_a_rerun_after_a_failure_after_payment_pays_nothing_new(
     blocker.write_text("a file where the output folder should be")
     store = str(tmp_path / "intents")
     with pytest.raises(EditFailed) as info:  # paid, polled, then the save fails
-        await edit_image(wallet_block=name, image=str(source), prompt="add a hat", destination=str(blocker),
-                         intent_store_url=store)
+        await edit_image(
+            wallet_block=name,
+            **FAST,
+            image=str(source),
+            prompt="add a hat",
+            destination=str(blocker),
+            intent_store_url=store,
+        )
     assert info.value.outcome.paid_now and info.value.outcome.job_id
     before = payments(sim, wallet.address)
     assert len([p for p in before if p["route"] == EDIT_ROUTE]) == 1
 
-    outcome = await edit_image(wallet_block=name, image=str(source), prompt="add a hat",
-                               destination=str(tmp_path / "out"), intent_store_url=store)
+    outcome = await edit_image(
+        wallet_block=name,
+        **FAST,
+        image=str(source),
+        prompt="add a hat",
+        destination=str(tmp_path / "out"),
+        intent_store_url=store,
+    )
     assert outcome.status == "complete" and not outcome.paid_now
     assert outcome.job_id == info.value.outcome.job_id
     assert (tmp_path / "out" / "dog-edited.png").read_bytes()
@@ -153,8 +190,14 @@ async def test_an_unknown_outcome_is_recorded_and_only_the_same_payment_is_re_se
     store = str(tmp_path / "intents")
     sim.set_faults([FaultRule(route="flux-edit", kind="reset_before_settlement", rate=1.0)])
     with pytest.raises(EditFailed) as info:
-        await edit_image(wallet_block=name, image=str(source), prompt="owl", destination=str(tmp_path),
-                         intent_store_url=store)
+        await edit_image(
+            wallet_block=name,
+            **FAST,
+            image=str(source),
+            prompt="owl",
+            destination=str(tmp_path),
+            intent_store_url=store,
+        )
     outcome = info.value.outcome
     assert outcome.status == "unknown"
     intent = await IntentStore(store).get(outcome.idempotency_key)
@@ -162,8 +205,14 @@ async def test_an_unknown_outcome_is_recorded_and_only_the_same_payment_is_re_se
     assert payments(sim, wallet.address, EDIT_ROUTE) == []  # every send was cut before settlement
 
     sim.set_faults([])
-    done = await edit_image(wallet_block=name, image=str(source), prompt="owl", destination=str(tmp_path),
-                            intent_store_url=store)
+    done = await edit_image(
+        wallet_block=name,
+        **FAST,
+        image=str(source),
+        prompt="owl",
+        destination=str(tmp_path),
+        intent_store_url=store,
+    )
     assert done.status == "complete" and not done.paid_now
     (edit,) = payments(sim, wallet.address, EDIT_ROUTE)
     assert edit["nonce"].lower() == intent.payment.nonce.lower()  # the recorded authorization, not a new one
@@ -179,8 +228,14 @@ async def test_a_job_that_failed_after_payment_is_not_paid_again(
     name, wallet, _ = await make_wallet(sim)
     source = tmp_path / "fox.png"
     source.write_bytes(png_bytes((4, 5, 6)))
-    args: dict[str, Any] = dict(wallet_block=name, image=str(source), prompt="fox", destination=str(tmp_path),
-                                intent_store_url=str(tmp_path / "intents"))
+    args: dict[str, Any] = dict(
+        wallet_block=name,
+        **FAST,
+        image=str(source),
+        prompt="fox",
+        destination=str(tmp_path),
+        intent_store_url=str(tmp_path / "intents"),
+    )
     with pytest.raises(EditFailed, match="JobFailed"):
         await edit_image(**args)
     with pytest.raises(EditFailed, match="not paying again"):
@@ -203,8 +258,14 @@ async def test_the_per_run_cap_refuses_at_its_boundary_inside_a_batch(
         path.write_bytes(png_bytes((i * 40, 0, 0)))
         sources.append(str(path))
     result = await edit_images(
-        wallet_block=name, items=sources, prompt="p", destination=str(tmp_path / "out"), max_concurrency=1,
-        intent_store_url=str(tmp_path / "intents"), fail_on_error=False,
+        wallet_block=name,
+        **FAST,
+        items=sources,
+        prompt="p",
+        destination=str(tmp_path / "out"),
+        max_concurrency=1,
+        intent_store_url=str(tmp_path / "intents"),
+        fail_on_error=False,
     )
     assert [o.status for o in result.outcomes] == ["complete", "complete", "refused"]
     assert "per flow run cap of $0.120000" in (result.outcomes[2].error or "")
@@ -213,7 +274,12 @@ async def test_the_per_run_cap_refuses_at_its_boundary_inside_a_batch(
     assert len(payments(sim, wallet.address, UPLOAD_ROUTE)) == 3
     # The next run has a fresh per-run allowance and finishes the job.
     again = await edit_images(
-        wallet_block=name, items=sources, prompt="p", destination=str(tmp_path / "out"), max_concurrency=1,
+        wallet_block=name,
+        **FAST,
+        items=sources,
+        prompt="p",
+        destination=str(tmp_path / "out"),
+        max_concurrency=1,
         intent_store_url=str(tmp_path / "intents"),
     )
     assert [o.status for o in again.outcomes] == ["complete"] * 3
@@ -239,15 +305,25 @@ async def test_flows_run_as_subflows_of_sync_and_async_parents(
 
     @flow
     def sync_parent() -> str:
-        outcome = edit_image_sync(wallet_block=name, image=str(source), prompt="x", destination=str(tmp_path),
-                                  intent_store_url=store)
+        outcome = edit_image_sync(
+            wallet_block=name,
+            **FAST,
+            image=str(source),
+            prompt="x",
+            destination=str(tmp_path),
+            intent_store_url=store,
+        )
         parents["sync"] = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
         return outcome.status
 
     @flow
     async def async_parent() -> int:
         result = await edit_images(
-            wallet_block=name, items=[str(source)], prompt="x", destination=str(tmp_path),
+            wallet_block=name,
+            **FAST,
+            items=[str(source)],
+            prompt="x",
+            destination=str(tmp_path),
             intent_store_url=store,
         )
         return len(result.succeeded)
@@ -258,6 +334,8 @@ async def test_flows_run_as_subflows_of_sync_and_async_parents(
     assert len(payments(sim, wallet.address, EDIT_ROUTE)) == 1  # the same edit: paid once
     async with get_client() as client:
         children = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parents["sync"]]))
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parents["sync"]])
+            )
         )
     assert [c.name for c in children] and children[0].flow_id is not None  # a real subflow of the sync parent

@@ -1,0 +1,63 @@
+"""Twenty concurrent paid submits with budget for five: exactly five payments reach the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from blocks.budget import SpendCapExceeded
+from flows import submit_edit
+from flows.intents import intent_key
+from stablestudio.models import EditRequest
+from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+async def test_twenty_clients_racing_for_a_lifetime_cap_of_five_edits(sim: Any, make_wallet: Any) -> None:
+    _, wallet, _ = await make_wallet(sim, max_usd_total="0.225")  # five 1 MP edits at $0.045
+    async with wallet.get_client(enforce_budget=False) as uploader:
+        blob = await uploader.upload(png_bytes(), filename="race.png")
+
+    async def submit(i: int) -> str:
+        async with wallet.get_client() as client:  # one client each, as separate tasks would have
+            job = await client.submit_edit(EditRequest(prompt=f"variation {i}", images=[blob]))
+            return job.job_id
+
+    results = await asyncio.gather(*(submit(i) for i in range(20)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, SpendCapExceeded)]
+    assert len([r for r in results if isinstance(r, str)]) == 5
+    assert len(refused) == 15 and all(r.cap_name == "lifetime" for r in refused)
+    assert len(payments(sim, wallet.address, EDIT_ROUTE)) == 5
+
+
+async def test_twenty_submitted_tasks_on_their_own_loops_share_the_per_run_cap(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    name, wallet, _ = await make_wallet(sim, max_usd_per_run="0.225")
+    async with wallet.get_client(enforce_budget=False) as uploader:
+        blob = await uploader.upload(png_bytes((0, 99, 0)), filename="race.png")
+    store = str(tmp_path / "intents")
+
+    @flow
+    async def racer() -> list[Any]:
+        futures = [
+            submit_edit.submit(
+                name,
+                EditRequest(prompt=f"variation {i}", images=[blob]),
+                intent_key("flux-2-pro/edit", wallet.address, inputs=[], params={"i": i}),
+                intent_store=store,
+            )
+            for i in range(20)
+        ]
+        return [f.state for f in futures if f.wait() is None]
+
+    states = await racer()
+    failed = [s for s in states if s.is_failed()]
+    assert len([s for s in states if s.is_completed()]) == 5 and len(failed) == 15
+    assert all("per flow run cap" in (s.message or "") for s in failed)
+    assert len(payments(sim, wallet.address, EDIT_ROUTE)) == 5
