@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx
 from pydantic import ValidationError
 
-from stablestudio._http import check_url, error_code, excerpt, raise_for_status, refuse_redirect
+from stablestudio._http import (
+    check_url,
+    error_code,
+    excerpt,
+    raise_for_status,
+    refuse_redirect,
+    retry_after_seconds,
+)
 from stablestudio.errors import ProtocolError, StableStudioError, UpstreamError
 from stablestudio.models import BlobInfo, UploadResult, UploadTicket
 from stablestudio.paying import PaymentFlow
@@ -21,6 +29,8 @@ BLOB_API_VERSION = "12"
 # A ticket this close to expiry is not worth starting a PUT with.
 _TICKET_MARGIN = timedelta(seconds=3)
 _PUT_ATTEMPTS = 3
+_CONFIRM_ATTEMPTS = 4
+_CONFIRM_BACKOFF = 0.5
 
 
 class _TokenExpired(Exception):
@@ -60,13 +70,7 @@ async def upload_opened(
             "upload token expired twice; gave up after two tickets", status=0, code="client_token_expired"
         )
 
-    response = await flow.session.siwx_request(
-        "upload_confirm",
-        "POST",
-        "/api/upload/confirm",
-        json_body={"uploadId": ticket.upload_id, "blobUrl": blob.url},
-    )
-    raise_for_status(response, "POST /api/upload/confirm")
+    await _confirm(flow, ticket.upload_id, blob.url)
     return UploadResult(
         blob_url=blob.url,
         upload_id=ticket.upload_id,
@@ -75,6 +79,29 @@ async def upload_opened(
         size=opened.size,
         payments=tuple(payments),
     )
+
+
+async def _confirm(flow: PaymentFlow, upload_id: str, blob_url: str) -> None:
+    """Confirm the blob. The ticket is paid and the bytes are up by now, so a transient failure here is
+    retried (confirming twice is harmless) rather than throwing the paid upload away."""
+    body = {"uploadId": upload_id, "blobUrl": blob_url}
+    for attempt in range(_CONFIRM_ATTEMPTS):
+        last = attempt == _CONFIRM_ATTEMPTS - 1
+        try:
+            response = await flow.session.siwx_request(
+                "upload_confirm", "POST", "/api/upload/confirm", json_body=body
+            )
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
+            if last:
+                raise
+            await asyncio.sleep(_CONFIRM_BACKOFF * (attempt + 1))
+            continue
+        transient = response.status_code >= 500 or response.status_code == 429
+        if not transient or last:
+            raise_for_status(response, "POST /api/upload/confirm")
+            return
+        delay = retry_after_seconds(response) if response.status_code == 429 else None
+        await asyncio.sleep(min(delay, 10.0) if delay is not None else _CONFIRM_BACKOFF * (attempt + 1))
 
 
 async def _put(flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, blob_api_url: str) -> BlobInfo:
