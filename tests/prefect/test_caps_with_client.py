@@ -1,4 +1,4 @@
-"""Twenty concurrent paid submits with budget for five: exactly five payments reach the ledger."""
+"""Caps as the client meets them: per call, refunds of rejected payments, races for the last dollar."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from blocks.budget import SpendCapExceeded
+from blocks.budget import SpendBudget, SpendCapExceeded
 from flows import submit_edit
 from flows.intents import intent_key
+from stablestudio.errors import PaymentRejected, PolicyRefused
 from stablestudio.models import EditRequest
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
@@ -61,3 +62,32 @@ async def test_twenty_submitted_tasks_on_their_own_loops_share_the_per_run_cap(
     assert len([s for s in states if s.is_completed()]) == 5 and len(failed) == 15
     assert all("per flow run cap" in (s.message or "") for s in failed)
     assert len(payments(sim, wallet.address, EDIT_ROUTE)) == 5
+
+
+async def test_the_per_call_cap_refuses_exactly_above_its_boundary(sim: Any, make_wallet: Any) -> None:
+    _, at_cap, _ = await make_wallet(sim, max_usd_per_call="0.045")  # a 1 MP edit costs exactly $0.045
+    _, below, _ = await make_wallet(sim, max_usd_per_call="0.044999")
+    blobs = {}
+    for wallet in (at_cap, below):
+        async with wallet.get_client(enforce_budget=False) as uploader:
+            blobs[wallet.address] = await uploader.upload(png_bytes(), filename="cap.png")
+    async with at_cap.get_client() as client:
+        await client.submit_edit(EditRequest(prompt="at the cap", images=[blobs[at_cap.address]]))
+    async with below.get_client() as client:
+        with pytest.raises(PolicyRefused) as info:
+            await client.submit_edit(EditRequest(prompt="over", images=[blobs[below.address]]))
+        assert client.stats.payments_signed == 0
+    assert info.value.reason == "amount_over_cap" and "per-call cap $0.044999" in str(info.value)
+    assert len(payments(sim, at_cap.address, EDIT_ROUTE)) == 1
+    assert payments(sim, below.address, EDIT_ROUTE) == []
+
+
+async def test_a_rejected_payment_gives_its_reservation_back(make_sim: Any, make_wallet: Any) -> None:
+    sim = make_sim(default_balance=0)  # every unfunded wallet is refused with insufficient_funds
+    _, wallet, _ = await make_wallet(sim, max_usd_total="0.10")
+    async with wallet.get_client() as client:
+        with pytest.raises(PaymentRejected) as info:
+            await client.upload(png_bytes(), filename="broke.png")
+    assert info.value.reason == "insufficient_funds"
+    budget = SpendBudget(wallet.address, lifetime=100_000)
+    assert await budget.remaining() == {"lifetime": 100_000}  # reserved before signing, refunded after

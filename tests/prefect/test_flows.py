@@ -79,10 +79,10 @@ async def test_single_edit_from_s3_to_s3_pays_once_and_a_rerun_pays_nothing(
     assert again.status == "complete" and not again.paid_now and again.job_id == outcome.job_id
     assert len(payments(sim, wallet.address)) == 2  # still one upload and one edit
 
-    await _assert_no_secret_in_run(state.state_details.flow_run_id, key)
+    await _assert_no_secret_in_run(state.state_details.flow_run_id, key, sim.base_url)
 
 
-async def _assert_no_secret_in_run(flow_run_id: Any, key: str) -> None:
+async def _assert_no_secret_in_run(flow_run_id: Any, key: str, sim_url: str) -> None:
     secret = key[2:].lower()
     await APILogHandler.aflush()
     async with get_client() as client:
@@ -94,6 +94,7 @@ async def _assert_no_secret_in_run(flow_run_id: Any, key: str) -> None:
     assert {a.type for a in artifacts} >= {"table", "markdown", "progress", "image"}
     text = "\n".join(log.message for log in logs) + "\n".join(a.model_dump_json() for a in artifacts)
     assert secret not in text.lower()
+    assert sim_url not in text  # StableStudio's result URLs expire: artifacts link to the user's storage
 
 
 async def test_batch_from_s3_to_s3_keeps_successes_and_reports_failures(
