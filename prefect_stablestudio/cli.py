@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from decimal import Decimal, InvalidOperation
@@ -165,8 +166,7 @@ async def _edit(
     from prefect_stablestudio.editing import outcome_table, run_edits
     from prefect_stablestudio.wallets import load_wallet_or_explain
 
-    if not verbose:
-        quiet_prefect_console()
+    quiet_prefect_console(logging.NOTSET if verbose else logging.WARNING)
     block = await load_wallet_or_explain(wallet)
     console.print(f"Wallet {block.public_address} on {block.base_url}")
     edit_run = await run_edits(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -69,21 +70,19 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def quiet_prefect_console(level: int = logging.WARNING) -> None:
-    """Show only warnings from Prefect in the terminal; the logs still reach the Prefect API (and the UI).
+    """Show only warnings from Prefect in this terminal; the logs still reach the Prefect API (and the UI).
 
-    A progress bar and Prefect's INFO lines would otherwise fight over the same lines of the terminal.
+    A progress bar and Prefect's INFO lines would otherwise fight over the same lines of the terminal. The
+    handlers are also pointed at the current stderr: Prefect binds them to whatever stderr was when logging
+    was set up, which is gone when the CLI runs embedded (a test runner, another program).
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    loggers = [
-        logging.getLogger(),
-        *(
-            logger
-            for logger in logging.Logger.manager.loggerDict.values()
-            if isinstance(logger, logging.Logger)
-        ),
-    ]
+    loggers = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 handler.setLevel(level)
+                # Not setStream(): it flushes the old stream first, which raises when that stream is closed.
+                handler.stream = handler.console.file = sys.stderr

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -60,8 +61,7 @@ async def run_demo(settings: DemoSettings) -> int:
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import outcome_table, run_edits
 
-    if not settings.verbose:
-        quiet_prefect_console()
+    quiet_prefect_console(logging.NOTSET if settings.verbose else logging.WARNING)
     ui_url, has_server = _ui_url()
     console.print(
         Panel.fit(
