@@ -328,9 +328,14 @@ class BudgetHooks(NoHooks):
                 raise
 
     async def after_signing(self, payment: Payment) -> None:
-        """Pass through to the inner hooks (which persist the payment)."""
+        """Pass through to the inner hooks (which persist the payment); if they fail, nothing is sent."""
         if self.inner is not None:
-            await self.inner.after_signing(payment)
+            try:
+                await self.inner.after_signing(payment)
+            except BaseException:
+                # The client sends nothing when this hook raises: the reservation bought nothing.
+                await self.budget.refund(payment.amount)
+                raise
 
     async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
         """Refund a rejected payment (no money moved), then pass through."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -12,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from blocks.budget import (
+    BudgetHooks,
     SpendBudget,
     SpendCapExceeded,
     current_flow_run_id,
@@ -20,6 +22,7 @@ from blocks.budget import (
     run_limit_name,
     total_limit_name,
 )
+from stablestudio.payment import NoHooks
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -145,3 +148,26 @@ async def test_run_limits_follow_the_flow_run_and_are_released_at_the_end() -> N
     async with get_client() as client:
         names = [limit.name for limit in await client.read_global_concurrency_limits(limit=200, offset=0)]
     assert seen["name"] not in names
+
+
+class _Quote:
+    amount = 25_000
+
+
+class _Payment:
+    amount = 25_000
+
+
+class _PersistenceDown(NoHooks):
+    async def after_signing(self, payment: Any) -> None:
+        raise OSError("intent store unreachable")
+
+
+async def test_a_payment_that_could_not_be_persisted_is_not_sent_and_gives_its_reservation_back() -> None:
+    budget = SpendBudget(fresh_address(), lifetime=100_000)
+    hooks = BudgetHooks(budget, inner=_PersistenceDown())
+    await hooks.before_signing(_Quote())  # type: ignore[arg-type]
+    assert await budget.remaining() == {"lifetime": 75_000}
+    with pytest.raises(OSError):
+        await hooks.after_signing(_Payment())  # type: ignore[arg-type]
+    assert await budget.remaining() == {"lifetime": 100_000}
