@@ -16,6 +16,10 @@ on other machines share them. Local writes are write-then-rename; S3 object PUTs
 the signed authorization (a bearer instrument for that one payment to that one recipient), never the private
 key.
 
+Within one batch, edits with the same key are serialised (the second reuses the first's job). Two separate
+runs working on the same key at the same instant are not: the store has no lock. Keep such runs apart (a
+deployment concurrency limit, or distinct inputs).
+
 Example:
     ```python
     store = IntentStore("s3://my-bucket/stablestudio-intents")
