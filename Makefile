@@ -41,5 +41,9 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
 
+## The fault soak (outside CI): 100 edits, 20 % faults on every route; SOAK_ARGS="--count 300 --latency 1".
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
