@@ -74,6 +74,8 @@ async def open_source(
         opener, size, name = await asyncio.to_thread(_describe, source, storage_options or {})
         head = await asyncio.to_thread(_read_head, opener)
         chunks = _file_chunks(opener)
+    if size <= 0:
+        raise InvalidRequest("source is empty", field="source")
     sniffed = sniff_image_type(head)
     if sniffed is None:
         raise InvalidRequest(
@@ -83,8 +85,6 @@ async def open_source(
         raise InvalidRequest(
             f"content_type {content_type!r} does not match the bytes ({sniffed})", field="content_type"
         )
-    if size <= 0:
-        raise InvalidRequest("source is empty", field="source")
     if size > max_bytes:
         raise InvalidRequest(
             f"source is {size} bytes, over the {max_bytes}-byte upload limit", field="source"
