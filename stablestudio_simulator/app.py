@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from stablestudio_simulator.control import build_control_routes
 from stablestudio_simulator.routes import build_routes
@@ -18,4 +20,14 @@ def create_app(state: SimulatorState) -> Starlette:
         >>> sorted(r.path for r in app.routes)[:2]
         ['/_sim/faults', '/_sim/fund']
     """
-    return Starlette(routes=[*build_routes(state), *build_control_routes(state)])
+
+    async def client_gone(_: Request, exc: Exception) -> Response:
+        # A client that timed out (e.g. during a slow fault) before its body was read: nothing to serve and
+        # nothing moved. Counted, not logged as a server crash, so real errors stay visible in soak output.
+        state.ledger.count(state.ledger.events, "client_disconnects")
+        return Response(status_code=499)
+
+    return Starlette(
+        routes=[*build_routes(state), *build_control_routes(state)],
+        exception_handlers={ClientDisconnect: client_gone},
+    )
