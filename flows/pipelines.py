@@ -29,6 +29,7 @@ from typing import Annotated, Any
 
 from fsspec.core import url_to_fs
 from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import BaseModel, Field
 
 from flows.edit import edit_images
@@ -180,22 +181,46 @@ async def edit_new_images(
     batch, report.deferred = todo[:max_images], max(0, len(todo) - max_images)
     logger.info(
         "%d images under %s: %d already done, %d to edit now, %d deferred",
-        found, source_prefix, report.skipped, len(batch), report.deferred,
+        found,
+        source_prefix,
+        report.skipped,
+        len(batch),
+        report.deferred,
     )
-    if not batch:
-        return report
-    result = await edit_images(
-        wallet_block=wallet_block,
-        items=batch,
-        destination=destination_prefix,
-        prompt=prompt,
-        options=options,
-        max_concurrency=max_concurrency,
-        storage_options=storage_options,
-        intent_store_url=intent_store_url or join_uri(destination_prefix, INTENTS_FOLDER),
-        fail_on_error=fail_on_error,
-    )
-    report.edited, report.failed = len(result.succeeded), len(result.failed)
-    report.spent_usd = result.spent_usd
-    report.outputs = [o.output_uri for o in result.succeeded if o.output_uri]
+    if batch:
+        result = await edit_images(
+            wallet_block=wallet_block,
+            items=batch,
+            destination=destination_prefix,
+            prompt=prompt,
+            options=options,
+            max_concurrency=max_concurrency,
+            storage_options=storage_options,
+            intent_store_url=intent_store_url or join_uri(destination_prefix, INTENTS_FOLDER),
+            fail_on_error=fail_on_error,
+        )
+        report.edited, report.failed = len(result.succeeded), len(result.failed)
+        report.spent_usd = result.spent_usd
+        report.outputs = [o.output_uri for o in result.succeeded if o.output_uri]
+    await _report_artifact(report, source_prefix, destination_prefix)
     return report
+
+
+async def _report_artifact(report: PipelineReport, source: str, destination: str) -> None:
+    """A markdown artifact on the pipeline's own run (the per-edit artifacts hang off the batch subflow)."""
+    lines = [
+        "# StableStudio pipeline",
+        "",
+        f"`{source}` -> `{destination}`",
+        "",
+        "| found | already done | edited | failed | deferred | spent |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {report.found} | {report.skipped} | {report.edited} | {report.failed} | {report.deferred} "
+        f"| ${report.spent_usd} |",
+    ]
+    try:
+        await acreate_markdown_artifact(
+            "\n".join(lines), key="stablestudio-pipeline", description="Pipeline run"
+        )
+    except Exception as exc:  # reporting never fails a run
+        get_run_logger().warning("pipeline artifact not created: %s", exc)

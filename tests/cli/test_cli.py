@@ -34,7 +34,7 @@ def assert_key_absent(result: Any, key: str) -> None:
     assert key[2:].lower() not in text
 
 
-# -- no Prefect needed ----------------------------------------------------------------------------------------
+# -- no Prefect needed ---------------------------------------------------------------------------------
 
 
 def test_help_lists_every_command() -> None:
@@ -77,7 +77,7 @@ def test_edit_refuses_a_bad_option_value_before_anything_runs(tmp_path: Path) ->
     assert result.exit_code == 2 and "0.5 MP" in result.output
 
 
-# -- against the session's Prefect API and simulator -------------------------------------------------------
+# -- against the session's Prefect API and simulator ----------------------------------------------------
 
 
 @pytest.fixture
