@@ -46,6 +46,9 @@ DEFAULT_BLOB_API_URL = "https://vercel.com/api/blob"
 DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 # Jobs created this long before the payment was signed cannot be what it bought (allows for clock skew).
 RESUME_SKEW = timedelta(seconds=60)
+# How many of the wallet's newest jobs a resume searches (the API has no paging; 100 is the most it lists).
+# A busy wallet scrolls a job out of the default 20 within seconds: the soak lost track of paid jobs so.
+RESUME_LIST_LIMIT = 100
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
 
@@ -223,7 +226,7 @@ class StableStudioClient:
 
     async def _find_job_for(self, payment: Payment, body: Any) -> dict[str, Any] | None:
         """The one job this payment bought (same input, created after signing), as a submit-shaped reply."""
-        jobs = await self.list_jobs(limit=20)
+        jobs = await self.list_jobs(limit=RESUME_LIST_LIMIT)
         since = payment.signed_at - RESUME_SKEW
         matches = [j for j in jobs if j.input == body and (j.created_at is None or j.created_at >= since)]
         if len(matches) != 1:

@@ -206,3 +206,23 @@ async def test_thirty_edits_with_timeouts_resets_and_failures_pay_once_each(
     lost = {r["upload_payment"].lower() for r in records if r["status"] == "upload_lost"}
     assert len(uploads) >= sum(1 for r in records if r["status"] not in ("upload_lost",) and r.get("job_id"))
     assert {p["nonce"] for p in uploads} <= set(signed) and lost <= set(signed)
+
+
+async def test_a_lost_reply_is_resumed_after_many_newer_jobs_of_the_same_wallet(
+    make_sim: Any, key: str, fresh_account: LocalAccount
+) -> None:
+    """A busy wallet: by the time a rerun re-sends the payment, 30 newer jobs exist (the soak found this)."""
+    sim = make_sim(faults=(FaultRule(route="flux-edit", kind="reset_after_settlement", nth=(1,)),))
+    async with client(key, sim, resend_attempts=0) as c:
+        blob = await c.upload(png())
+        lost = EditRequest(prompt="the lost one", images=[blob])
+        with pytest.raises(PaymentOutcomeUnknown) as info:
+            await c.submit_edit(lost)
+        await asyncio.gather(
+            *(c.submit_edit(EditRequest(prompt=f"newer {i}", images=[blob])) for i in range(30))
+        )
+        job = await c.submit_edit(lost, payment=info.value.payment)
+        assert c.stats.payments_signed == 32  # one upload, the lost edit, 30 newer edits
+    assert job.resumed and job.payment == info.value.payment
+    edits = settled(sim, fresh_account.address, EDIT_ROUTE)
+    assert len(edits) == 31 and [p["resource_id"] for p in edits].count(job.job_id) == 1
