@@ -6,7 +6,9 @@ Payment and SIWX headers are bound to one origin, so API requests never follow a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -17,7 +19,7 @@ import httpx
 
 from stablestudio.errors import InvalidRequest, ProtocolError, RateLimited, UpstreamError
 
-__all__ = ["ClientStats", "check_url", "excerpt", "raise_for_status", "retry_after_seconds"]
+__all__ = ["ClientStats", "check_url", "excerpt", "raise_for_status", "retry_after_seconds", "tls_context"]
 
 _LOOPBACK_NAMES = {"localhost"}
 
@@ -29,6 +31,17 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context every client of this process shares (certifi's CA bundle, or $SSL_CERT_FILE).
+
+    Building one parses the whole CA bundle (~20 ms of CPU); the Prefect tasks open a client per task, so a
+    context per client was most of the CPU an edit cost. An `SSLContext` is safe to share across threads and
+    event loops. Read once: a later change of $SSL_CERT_FILE needs a new process.
+    """
+    return httpx.create_ssl_context()
 
 
 def check_url(url: str, what: str = "URL") -> str:

@@ -1,0 +1,222 @@
+"""The measurements, their sizes (full and quick) and their goals; `run_suite` returns the JSON result.
+
+Baselines come from the same run on the same machine, so the figures are ratios that survive noise:
+- batch: `edit_images` wall time against ceil(N / concurrency) x latency + the wall time of the same N
+  uploads at the same concurrency (bare client);
+- CPU: CPU per edit of that flow run against the raw-protocol script (`bench.raw`) doing the same N edits;
+- memory: peak RSS during a large upload against the same process's RSS just before it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.procs import SimulatorProcess, prefect_server, run_worker, simulator_process
+from bench.signing import measure_signing
+
+JOBS_ROUTE = "GET /api/jobs/{id}"
+EDIT_ROUTE = "POST /api/generate/flux-2-pro/edit"
+FLOW_MAX_CONCURRENCY = 64  # edit_images refuses more (its max_concurrency field)
+
+GOALS: dict[str, float] = {
+    "batch_wall_ratio": 1.10,
+    "requests_per_job": 3.0,
+    "sign_ms_eip712": 0.5,
+    "sign_ms_eip191": 0.5,
+    "cpu_ratio_vs_raw": 1.3,
+    "upload_peak_rss_mb": 40.0,
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measurement is."""
+
+    latency: float = 5.0
+    jitter: float = 0.2
+    batch_n: int = 200
+    batch_concurrency: int = 50
+    upload_mb: float = 200.0
+    sign_iterations: int = 2000
+    scale_client: tuple[int, ...] = (1, 10, 100, 1000)
+    scale_flow: tuple[int, ...] = (1, 10, 100, 1000)
+    scale_latency: float = 5.0
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    batch_n=10,
+    batch_concurrency=10,
+    upload_mb=50.0,
+    sign_iterations=300,
+    scale_client=(1, 10, 100),
+    scale_flow=(1, 10),
+    scale_latency=1.0,
+)
+
+
+def ideal_batch_seconds(n: int, concurrency: int, latency: float, upload_seconds: float) -> float:
+    """ceil(N / concurrency) x latency + upload time.
+
+    Example:
+        >>> ideal_batch_seconds(200, 50, 5.0, 1.5)
+        21.5
+    """
+    return math.ceil(n / concurrency) * latency + upload_seconds
+
+
+def _requests_per_job(delta: dict[str, int]) -> float:
+    jobs = delta.get(EDIT_ROUTE, 0) / 2  # each paid submit is two requests: the 402 quote and the paid POST
+    return delta.get(JOBS_ROUTE, 0) / jobs if jobs else float("nan")
+
+
+class Suite:
+    """One run of every measurement; `progress` is told what runs now."""
+
+    def __init__(self, sizes: Sizes, progress: Callable[[str], None], workdir: str) -> None:
+        self.sizes = sizes
+        self.progress = progress
+        self.workdir = workdir
+
+    def points(
+        self,
+        mode: str,
+        sim: SimulatorProcess,
+        warm: SimulatorProcess,
+        points: list[tuple[int, int]],
+        latency: float,
+        env: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run the points in one fresh worker (warmed up on `warm`); add per-edit figures."""
+        self.progress(
+            f"{mode}: {', '.join(f'{n} edits ({c} at once)' for n, c in points)}, {latency:g} s jobs"
+        )
+        spec = {
+            "mode": mode,
+            "base_url": sim.base_url,
+            "blob_api_url": sim.blob_api_url,
+            "sim_pid": sim.pid,
+            "warmup_base_url": warm.base_url,
+            "warmup_blob_api_url": warm.blob_api_url,
+            "points": points,
+            "latency": latency,
+        }
+        results: list[dict[str, Any]] = run_worker(spec, env=env)["points"]
+        for r in results:
+            r["latency"] = latency
+            r["requests_per_job"] = _requests_per_job(r.get("sim_requests", {}))
+            r["cpu_ms_per_edit"] = r["cpu_s"] / r["edits"] * 1000
+            r["wall_ratio"] = r["wall_s"] / (math.ceil(r["edits"] / r["concurrency"]) * latency)
+        return results
+
+    def run(self) -> dict[str, Any]:
+        """Every measurement; returns the JSON-ready result."""
+        s = self.sizes
+        started = time.monotonic()
+        out: dict[str, Any] = {}
+        batch = [(s.batch_n, s.batch_concurrency)]
+        flow_scale = [(n, min(n, FLOW_MAX_CONCURRENCY)) for n in s.scale_flow]
+        with (
+            prefect_server(os.path.join(self.workdir, "prefect-home")) as prefect,
+            simulator_process(s.latency, s.jitter) as sim,
+            # Warm-ups (and, in quick mode, the scale points) run against a second, faster simulator.
+            simulator_process(s.scale_latency if s.scale_latency < s.latency else 0.2, s.jitter) as fast,
+        ):
+            self.progress("signing")
+            out.update(measure_signing(s.sign_iterations))
+            out.update(self._upload_memory(sim))
+            (raw,) = self.points("raw", sim, fast, batch, s.latency)
+            (uploads,) = self.points("uploads", sim, fast, batch, s.latency)
+            scale_sim = sim if s.scale_latency == s.latency else fast
+            scale_client = self.points(
+                "client", scale_sim, fast, [(n, n) for n in s.scale_client], s.scale_latency
+            )
+            self.progress("waiting for Prefect's server")
+            env = prefect.ready()
+            (flow,) = self.points("flow", sim, fast, batch, s.latency, env=env)
+            scale_flow = self.points("flow", scale_sim, fast, flow_scale, s.scale_latency, env=env)
+        result = summarise(s, out, raw, uploads, flow, scale_client, scale_flow)
+        result["meta"]["seconds"] = time.monotonic() - started
+        return result
+
+    def _upload_memory(self, sim: SimulatorProcess) -> dict[str, Any]:
+        self.progress(f"upload of {self.sizes.upload_mb:g} MB")
+        spec = {
+            "mode": "upload",
+            "base_url": sim.base_url,
+            "blob_api_url": sim.blob_api_url,
+            "size_mb": self.sizes.upload_mb,
+        }
+        (result,) = run_worker(spec)["points"]
+        return {
+            "upload_peak_rss_mb": result["rss_peak_mb"] - result["rss_before_mb"],
+            "upload_rss_baseline_mb": result["rss_before_mb"],
+            "upload_rss_peak_abs_mb": result["rss_peak_mb"],
+            "upload_size_mb": result["size_mb"],
+            "upload_wall_s": result["wall_s"],
+        }
+
+
+def summarise(
+    s: Sizes,
+    measured: dict[str, Any],
+    raw: dict[str, Any],
+    uploads: dict[str, Any],
+    flow: dict[str, Any],
+    scale_client: list[dict[str, Any]],
+    scale_flow: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The JSON result: headline figures (the issue's keys), goals, pass/fail, baselines and scale rows.
+
+    `measured` holds the signing and upload-memory figures; the phases are worker points with `latency`,
+    `requests_per_job` and `cpu_ms_per_edit` added.
+    """
+    out = dict(measured)
+    for path, rows in (("client", scale_client), ("flow", scale_flow)):
+        for row in rows:
+            row["path"] = path
+    ideal = ideal_batch_seconds(s.batch_n, s.batch_concurrency, s.latency, uploads["wall_s"])
+    client_at_latency = [r for r in scale_client if r["latency"] == s.latency and r["edits"] > 1]
+    out.update(
+        batch_wall_ratio=flow["wall_s"] / ideal,
+        batch_wall_s=flow["wall_s"],
+        batch_ideal_s=ideal,
+        batch_upload_s=uploads["wall_s"],
+        raw_wall_ratio=raw["wall_s"] / ideal,
+        requests_per_job=flow["requests_per_job"],
+        requests_per_job_raw=raw["requests_per_job"],
+        requests_per_job_client=client_at_latency[-1]["requests_per_job"] if client_at_latency else None,
+        cpu_ratio_vs_raw=flow["cpu_s"] / raw["cpu_s"],
+        cpu_ms_per_edit_flow=flow["cpu_ms_per_edit"],
+        cpu_ms_per_edit_raw=raw["cpu_ms_per_edit"],
+        scale_client=scale_client,
+        scale_flow=scale_flow,
+        phases={"raw": raw, "flow": flow, "uploads": uploads},
+    )
+    out["goals"] = dict(GOALS)
+    out["pass"] = {k: bool(out[k] <= goal) for k, goal in GOALS.items()}
+    out["meta"] = {
+        "sizes": asdict(s),
+        "load_avg_at_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "prefect": "API server subprocess (uvicorn prefect.server.api.server:create_app), temp home",
+    }
+    return out
+
+
+def run_suite(quick: bool, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Run every measurement at full or quick sizes in a temporary working directory."""
+    with tempfile.TemporaryDirectory(prefix="stablestudio-bench-") as workdir:
+        result = Suite(QUICK if quick else FULL, progress, workdir).run()
+    result["meta"]["mode"] = "quick" if quick else "full"
+    return result

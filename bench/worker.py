@@ -1,0 +1,327 @@
+"""Measured phases in a fresh process: `python -m bench.worker` reads a JSON spec on stdin, prints JSON.
+
+Modes:
+- `raw`: edits with the raw-protocol script (`bench.raw`).
+- `client`: edits with a bare `StableStudioClient` (one client, one pool).
+- `flow`: one `edit_images` flow run per point (needs PREFECT_API_URL).
+- `uploads`: small uploads with the client (the upload share of the ideal batch time).
+- `upload`: one upload of a generated file of `size_mb` with the client, for peak memory.
+
+A spec lists `points`, each [edits, concurrency], run one after the other in this process. One unmeasured
+warm-up edit against a fast simulator (`warmup_*` URLs) comes first, so lazy imports and first connections
+are not counted. Each point reports wall time, this process's CPU time (all threads), its RSS before and
+at its peak, and the simulator's request counts and CPU for that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import httpx
+
+PROMPT = "make it snow"
+Edit = Callable[[int], Awaitable[Any]]
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        match = re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def png_bytes(size: int = 64) -> bytes:
+    """A small real PNG (the same bytes every time, so the simulator renders each result once)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (40, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class SimProbe:
+    """The simulator's request counters and CPU, read around each point."""
+
+    def __init__(self, base_url: str, pid: int | None) -> None:
+        self.base_url = base_url
+        self.pid = pid
+
+    def requests(self) -> dict[str, int]:
+        data = httpx.get(f"{self.base_url}/_sim/state", timeout=30).json()
+        return dict(data["counters"]["requests"])
+
+    def cpu(self) -> float:
+        if self.pid is None:
+            return 0.0
+        from bench.procs import process_cpu_seconds
+
+        return process_cpu_seconds(self.pid)
+
+
+async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = None) -> dict[str, Any]:
+    """Run `work` (returns how many edits succeeded) and measure it."""
+    before = await asyncio.to_thread(sim.requests) if sim else {}
+    sim_cpu = sim.cpu() if sim else 0.0
+    reset_ok = reset_peak_rss()
+    rss_before = _status_kb("VmRSS")
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    ok = await work()
+    wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    result: dict[str, Any] = {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "ok": ok,
+        "rss_before_mb": rss_before / 1024,
+        "rss_peak_mb": _status_kb("VmHWM") / 1024,
+        "peak_is_phase_peak": reset_ok,
+    }
+    if sim:
+        after = await asyncio.to_thread(sim.requests)
+        result["sim_requests"] = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        result["sim_cpu_s"] = sim.cpu() - sim_cpu
+    return result
+
+
+async def gather_bounded(n: int, concurrency: int, one: Edit) -> int:
+    """Run one(0..n-1) with at most `concurrency` at once; return how many succeeded."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(i: int) -> bool:
+        async with gate:
+            await one(i)
+        return True
+
+    return sum(await asyncio.gather(*(run(i) for i in range(n))))
+
+
+async def run_points(spec: dict[str, Any], one: Edit, warm: Edit) -> list[dict[str, Any]]:
+    """Warm up once, then measure every point (indices never repeat across points)."""
+    await warm(-1)
+    sim = SimProbe(spec["base_url"], spec.get("sim_pid"))
+    results: list[dict[str, Any]] = []
+    offset = 0
+    for n, concurrency in spec["points"]:
+
+        def work(n: int = n, concurrency: int = concurrency, start: int = offset) -> Awaitable[int]:
+            return gather_bounded(n, concurrency, lambda i: one(start + i))
+
+        point = await measure(work, sim)
+        point.update(edits=n, concurrency=concurrency)
+        results.append(point)
+        offset += n
+    return results
+
+
+async def run_raw(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    from eth_account import Account
+
+    from bench.raw import RawClient
+
+    data = png_bytes()
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        account = Account.create()
+        client = RawClient(account, spec["base_url"], http)
+        warm = RawClient(account, spec["warmup_base_url"], http)
+
+        async def one(i: int) -> None:
+            await client.edit(data, f"in-{i}.png", PROMPT, out_dir, spec["blob_api_url"], spec["latency"])
+
+        async def warm_up(i: int) -> None:
+            await warm.edit(data, "warm.png", PROMPT, out_dir, spec["warmup_blob_api_url"], 0.1)
+
+        return await run_points(spec, one, warm_up)
+
+
+async def run_client(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    from eth_account import Account
+
+    from stablestudio import EditRequest, StableStudioClient
+
+    data = png_bytes()
+    key = "0x" + bytes(Account.create().key).hex()
+
+    async def edit(client: StableStudioClient, i: int, latency: float) -> None:
+        blob_url = await client.upload(data, filename=f"in-{i}.png")
+        job = await client.submit_edit(EditRequest(prompt=PROMPT, images=[blob_url]))
+        result = await client.wait_for_job(job.job_id, expected_seconds=latency)
+        assert result.image_url is not None
+        image = await client.download(result.image_url)
+        await asyncio.to_thread(_write, os.path.join(out_dir, f"in-{i}-edited.webp"), image)
+
+    async with (
+        StableStudioClient(
+            key, base_url=spec["base_url"], blob_api_url=spec["blob_api_url"], timeout=60
+        ) as c,
+        StableStudioClient(
+            key, base_url=spec["warmup_base_url"], blob_api_url=spec["warmup_blob_api_url"]
+        ) as w,
+    ):
+        points = await run_points(spec, lambda i: edit(c, i, spec["latency"]), lambda i: edit(w, i, 0.1))
+        points[-1]["siwx_mode_in_use"] = c.siwx_mode_in_use
+        return points
+
+
+async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    from decimal import Decimal
+
+    from eth_account import Account
+
+    from blocks import StableStudioWallet
+    from flows import EditItem, edit_images
+
+    data = png_bytes()
+    in_dir = tempfile.mkdtemp(prefix="in-", dir=out_dir)
+    key = "0x" + bytes(Account.create().key).hex()
+    names = {}
+    for which, prefix in (("main", ""), ("warm", "warmup_")):
+        wallet = StableStudioWallet(
+            private_key=key,
+            base_url=spec[f"{prefix}base_url"],
+            blob_api_url=spec[f"{prefix}blob_api_url"],
+            # Spend caps on, as a nightly pipeline runs: every payment reserves budget on Prefect's server.
+            max_usd_per_run=Decimal(1000) if spec.get("caps", True) else None,
+            max_usd_per_day=Decimal(100000) if spec.get("caps", True) else None,
+        )
+        names[which] = f"bench-{which}-{os.getpid()}-{time.time_ns()}"
+        await wallet.save(names[which], overwrite=True)
+
+    def path(i: int) -> str:
+        target = os.path.join(in_dir, f"in-{i}.png")
+        if not os.path.exists(target):
+            _write(target, data)
+        return target
+
+    async def batch(which: str, items: list[str], concurrency: int, latency: float) -> int:
+        result = await edit_images(
+            names[which],
+            [EditItem(images=[p]) for p in items],
+            os.path.join(out_dir, "out"),
+            prompt=PROMPT,
+            max_concurrency=concurrency,
+            expected_job_seconds=latency,
+            intent_store_url=os.path.join(out_dir, "intents"),
+            fail_on_error=False,
+        )
+        failed = [o for o in result.outcomes if not o.ok]
+        if failed:
+            print(f"{len(failed)} flow edits failed; first: {failed[0].error}", file=sys.stderr)
+        return len(result.succeeded)
+
+    await batch("warm", [path(-1)], 1, 0.1)
+    sim = SimProbe(spec["base_url"], spec.get("sim_pid"))
+    results: list[dict[str, Any]] = []
+    offset = 0
+    for n, concurrency in spec["points"]:
+        items = [path(offset + i) for i in range(n)]
+
+        def work(items: tuple[str, ...] = tuple(items), c: int = concurrency) -> Awaitable[int]:
+            return batch("main", list(items), c, spec["latency"])
+
+        point = await measure(work, sim)
+        point.update(edits=n, concurrency=concurrency)
+        results.append(point)
+        offset += n
+    return results
+
+
+async def run_uploads(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    from eth_account import Account
+
+    from stablestudio import StableStudioClient
+
+    data = png_bytes()
+    key = "0x" + bytes(Account.create().key).hex()
+    async with StableStudioClient(
+        key, base_url=spec["base_url"], blob_api_url=spec["blob_api_url"], timeout=60
+    ) as client:
+
+        async def one(i: int) -> None:
+            await client.upload(data, filename=f"in-{i}.png")
+
+        return await run_points(spec, one, one)
+
+
+async def run_upload(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    from eth_account import Account
+
+    from stablestudio import StableStudioClient
+
+    path = os.path.join(out_dir, "big.png")
+    make_big_png(path, int(spec["size_mb"] * 1024 * 1024))
+    key = "0x" + bytes(Account.create().key).hex()
+    async with StableStudioClient(
+        key, base_url=spec["base_url"], blob_api_url=spec["blob_api_url"], timeout=300
+    ) as client:
+        await client.upload(png_bytes(), filename="warm.png")  # connections and lazy imports
+
+        async def one() -> int:
+            await client.upload(path)
+            return 1
+
+        measured = await measure(one)
+    measured["size_mb"] = int(spec["size_mb"] * 1024 * 1024) / (1024 * 1024)
+    return [measured]
+
+
+def make_big_png(path: str, size: int) -> None:
+    """A file of `size` bytes that starts like a PNG (signature and IHDR) and is filler after that."""
+    head = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000100000001008060000001ff3ff61")
+    block = b"\0" * (1024 * 1024)
+    with open(path, "wb") as handle:
+        handle.write(head)
+        remaining = size - len(head)
+        while remaining > 0:
+            handle.write(block[: min(remaining, len(block))])
+            remaining -= len(block)
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+MODES: dict[str, Callable[[dict[str, Any], str], Coroutine[Any, Any, list[dict[str, Any]]]]] = {
+    "raw": run_raw,
+    "client": run_client,
+    "flow": run_flow,
+    "uploads": run_uploads,
+    "upload": run_upload,
+}
+
+
+def main() -> None:
+    """Read the spec, run the phase in a temporary directory, print the result as one JSON line."""
+    spec = json.loads(sys.stdin.read())
+    with tempfile.TemporaryDirectory(prefix="stablestudio-bench-") as out_dir:
+        points: list[dict[str, Any]] = asyncio.run(MODES[spec["mode"]](spec, out_dir))
+    print(json.dumps({"mode": spec["mode"], "points": points}))
+
+
+if __name__ == "__main__":
+    main()
