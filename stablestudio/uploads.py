@@ -28,7 +28,9 @@ __all__ = ["upload_opened"]
 BLOB_API_VERSION = "12"
 # A ticket this close to expiry is not worth starting a PUT with.
 _TICKET_MARGIN = timedelta(seconds=3)
-_PUT_ATTEMPTS = 3
+_PUT_ATTEMPTS = 5
+_PUT_BACKOFF = 0.5
+_PUT_TRANSIENT = ("rate_limited", "service_unavailable")
 _CONFIRM_ATTEMPTS = 4
 _CONFIRM_BACKOFF = 0.5
 
@@ -116,7 +118,10 @@ async def _put(flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, bl
         "content-length": str(opened.size),
     }
     last: StableStudioError | None = None
-    for _ in range(_PUT_ATTEMPTS):
+    for attempt in range(_PUT_ATTEMPTS):
+        if attempt:
+            # The ticket is paid: wait out a bad patch (well inside the token's 5 min) rather than give up.
+            await asyncio.sleep(_PUT_BACKOFF * attempt)
         http = flow.session.http
         if http is None:
             raise RuntimeError("client is closed")
@@ -135,10 +140,13 @@ async def _put(flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, bl
         code = error_code(response)
         if code == "client_token_expired":
             raise _TokenExpired
-        if response.status_code >= 500 or code in ("rate_limited", "service_unavailable"):
+        if response.status_code >= 500 or response.status_code == 429 or code in _PUT_TRANSIENT:
             last = UpstreamError(
                 "blob PUT failed", status=response.status_code, body_excerpt=excerpt(response), code=code
             )
+            delay = retry_after_seconds(response)
+            if delay:
+                await asyncio.sleep(min(delay, 10.0))
             continue
         raise UpstreamError(
             "blob PUT refused", status=response.status_code, body_excerpt=excerpt(response), code=code

@@ -70,9 +70,11 @@ def settled(sim: Any, address: str, route: str) -> list[dict[str, Any]]:
         FaultRule(route="upload-confirm", kind="http_5xx", nth=(1, 2)),
         FaultRule(route="upload-confirm", kind="rate_limited_429", nth=(1,), retry_after=0),
         FaultRule(route="upload-confirm", kind="slow", nth=(1,), delay=0.8),
-        FaultRule(route="blob-put", kind="http_5xx", nth=(1, 2)),
+        FaultRule(route="blob-put", kind="http_5xx", nth=(1, 2, 3)),
+        FaultRule(route="blob-put", kind="rate_limited_429", nth=(1, 2, 3), retry_after=0),
+        FaultRule(route="blob-put", kind="slow", nth=(1, 2, 3), delay=0.8),
     ],
-    ids=["confirm-5xx", "confirm-429", "confirm-timeout", "blob-put-5xx"],
+    ids=["confirm-5xx", "confirm-429", "confirm-timeout", "blob-put-5xx", "blob-put-429", "blob-put-timeout"],
 )
 async def test_a_paid_upload_survives_faults_after_payment(
     make_sim: Any, key: str, fresh_account: LocalAccount, rule: FaultRule
