@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo simulator bench bench-quick soak screenshots clean
+.PHONY: setup test lint typecheck pytest demo simulator bench bench-quick soak screenshots deploy worker serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,20 @@ soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## The README's pictures: headless Chromium over a local Prefect UI (needs Debian's chromium; the script
+## runs `apt-get install -y chromium` when /usr/bin/chromium is missing). Not part of CI.
+screenshots: $(STAMP)
+	$(BIN)/python scripts/screenshots.py
+
+## Register deployments/prefect.yaml on the Prefect server of PREFECT_API_URL (see the comments in that file).
+deploy: $(STAMP)
+	$(BIN)/prefect work-pool create stablestudio --type process --overwrite
+	$(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+
+worker: $(STAMP)
+	$(BIN)/prefect worker start --pool stablestudio
+
+## Serve the same deployments from one process instead of a work pool + worker.
+serve: $(STAMP)
+	$(BIN)/python deployments/serve.py
