@@ -111,6 +111,7 @@ class SoakReport:
     reconciliation: list[dict[str, Any]] = field(default_factory=list)
     outcome_unknown: list[dict[str, Any]] = field(default_factory=list)
     lost_upload_fees: list[dict[str, Any]] = field(default_factory=list)
+    lost_upload_replies: int = 0
     problems: list[str] = field(default_factory=list)
     spent_usdc: str = "0"
 
@@ -257,6 +258,9 @@ def _account(
                     "error": (o.error or "")[:200],
                 }
             )
+            amount_usd = Decimal(payment["amount"]) / 1_000_000
+            if o.cost_usd != amount_usd and nonce not in (o.error or "").lower():
+                report.problems.append(f"{uri}: paid and failed, but its outcome does not show the payment")
             if intent is None or intent.status not in ("failed", "submitted", "unknown", "signed"):
                 report.problems.append(
                     f"{uri}: paid and failed, but its record says {intent and intent.status}"
@@ -284,12 +288,8 @@ def _account(
         for p in uploads
         if f"/{p['resource_id']}/" not in used
     ]
-    lost_replies = report.faults_injected.get(f"{UPLOAD_ROUTE}:reset_after_settlement", 0)
-    if len(report.lost_upload_fees) > lost_replies:
-        report.problems.append(
-            f"{len(report.lost_upload_fees)} paid uploads unused; {lost_replies} lost replies explain them"
-        )
-    if report.upload_payments - len(report.lost_upload_fees) > report.upload_payments_reported:
+    report.lost_upload_replies = report.faults_injected.get(f"{UPLOAD_ROUTE}:reset_after_settlement", 0)
+    if report.upload_payments - len(report.lost_upload_fees) != report.upload_payments_reported:
         report.problems.append(
             f"{report.upload_payments} upload payments settled, {report.upload_payments_reported} reported, "
             f"{len(report.lost_upload_fees)} listed as lost"
@@ -335,7 +335,10 @@ def format_report(report: SoakReport) -> str:
         f"{r['amount']} ({r['record']})"
         for r in report.reconciliation
     ]
-    lines.append(f"upload fees paid, reply lost (reconciliation list): {len(report.lost_upload_fees)}")
+    lines.append(
+        f"upload fees paid but unused (reconciliation list): {len(report.lost_upload_fees)} "
+        f"({report.lost_upload_replies} upload replies were lost after settling)"
+    )
     lines += [
         f"  upload {u['upload_id']} nonce {u['nonce'][:18]}... {u['amount']}" for u in report.lost_upload_fees
     ]

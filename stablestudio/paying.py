@@ -20,7 +20,9 @@ from stablestudio.errors import (
     PaymentOutcomeUnknown,
     PaymentRejected,
     ProtocolError,
+    RateLimited,
     StableStudioError,
+    UpstreamError,
 )
 from stablestudio.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
 from stablestudio.policy import WalletPolicy
@@ -41,6 +43,7 @@ __all__ = ["FindExisting", "PaidResponse", "PaymentFlow"]
 # Looks for what a payment bought when its reply was lost; returns the reply-shaped JSON, or None.
 FindExisting = Callable[[Payment, Any], Awaitable[dict[str, Any] | None]]
 _AMBIGUOUS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_FIND_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -213,18 +216,34 @@ class PaymentFlow:
         reason: str,
         settlement: Settlement | None = None,
     ) -> PaidResponse:
-        found: dict[str, Any] | None = None
-        if find is not None:
-            try:
-                found = await find(payment, body)
-            except (StableStudioError, httpx.HTTPError):
-                found = None
+        found = await self._find(payment, body, find) if find is not None else None
         if found is None:
             await self._unknown(payment, f"{reason}; no unique result found")
         await self.hooks.after_outcome(
             payment, PaymentOutcome(status="settled", reason=reason, settlement=settlement, response=found)
         )
         return PaidResponse(data=found, payment=payment, settlement=settlement, resumed=True)
+
+    async def _find(self, payment: Payment, body: Any, find: FindExisting) -> dict[str, Any] | None:
+        """What `payment` bought, or None. The lookup is free: a busy server must not leave a settled
+        payment "unknown", so transient failures are retried a few times."""
+        for attempt in range(_FIND_ATTEMPTS):
+            delay: float | None = None
+            try:
+                return await find(payment, body)
+            except RateLimited as exc:
+                delay = exc.retry_after
+            except UpstreamError as exc:
+                if 0 < exc.status < 500:
+                    return None
+            except httpx.TransportError:
+                pass
+            except (StableStudioError, httpx.HTTPError):
+                return None
+            await asyncio.sleep(
+                min(delay, 10.0) if delay is not None else self.resend_backoff * (attempt + 1)
+            )
+        return None
 
     async def _unknown(self, payment: Payment, why: str) -> NoReturn:
         await self.hooks.after_outcome(payment, PaymentOutcome(status="unknown", reason=why))

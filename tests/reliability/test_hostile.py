@@ -260,3 +260,36 @@ async def test_a_jobs_reply_that_is_not_a_job_is_a_protocol_error(serve_app, key
         with pytest.raises(ProtocolError, match="malformed"):
             await c.get_job("x")
         assert c.stats.payments_signed == 0
+
+
+@pytest.mark.parametrize("status", [503, 429])
+async def test_a_lost_reply_is_resumed_even_if_the_job_lookup_fails_once(
+    serve_app, key: str, status: int
+) -> None:
+    fake = FakeStudio()
+
+    async def settle_then_drop(request: Request, n: int) -> Response | None:
+        if n == 0:
+            fake.settle(fake.seen[-1])
+            return JSONResponse({"error": "boom"}, status_code=502)  # the reply is lost to a proxy error
+        return None
+
+    fake.paid_behaviour = settle_then_drop
+    app = fake.app()
+    failed_lookups: list[int] = []
+
+    async def flaky_list(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/api/jobs" and not failed_lookups:
+            failed_lookups.append(status)
+            headers = {"Retry-After": "0"} if status == 429 else {}
+            await JSONResponse({"error": "busy"}, status_code=status, headers=headers)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    hooks = Recorder()
+    async with client(key, serve_app(flaky_list), hooks) as c:
+        job = await c.submit_edit(REQUEST)
+        assert c.stats.payments_signed == 1
+    assert failed_lookups == [status]
+    assert job.resumed and job.job_id == "job1"
+    assert len(set(fake.signatures)) == 1 and [o.status for o in hooks.outcomes] == ["settled"]
