@@ -49,7 +49,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--virtual-time-budget=15000",
+    "--virtual-time-budget=30000",
 ]
 
 
