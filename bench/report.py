@@ -143,3 +143,35 @@ def write_json(result: dict[str, Any], directory: str = RESULTS_DIR) -> str:
         with open(target, "w") as handle:
             handle.write(text + "\n")
     return path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The headline figures and the scale rows as Markdown tables (for the README)."""
+    meta = result["meta"]
+    sizes = meta["sizes"]
+    lines = [
+        f"Measured with `python -m bench{' --quick' if meta['mode'] == 'quick' else ''}` on "
+        f"{meta['cpus']} shared cores ({meta['finished_at']}); batch of {sizes['batch_n']} edits, "
+        f"{sizes['batch_concurrency']} at once, simulator latency {sizes['latency']:g} s "
+        f"(±{sizes['jitter']:.0%}).",
+        "",
+        "| figure | goal | measured | |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, label, unit, goal in HEADLINES:
+        value = _fmt(result.get(key), 3 if unit == "ms" else 2)
+        verdict = "pass" if result["pass"].get(key) else "**FAIL**"
+        lines.append(f"| {label} | {goal} | {value} {unit} | {verdict} |".replace("  |", " |"))
+    lines += [
+        "",
+        "| path | edits | at once | job s | wall s | wall / ideal | CPU ms per edit | RSS peak MB "
+        "| requests per job |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["scale_client"] + result["scale_flow"]:
+        lines.append(
+            f"| {row['path']} | {row['edits']} | {row['concurrency']} | {row['latency']:g} | "
+            f"{_fmt(row['wall_s'], 1)} | {_fmt(row['wall_ratio'])} | {_fmt(row['cpu_ms_per_edit'], 1)} | "
+            f"{_fmt(row['rss_peak_mb'], 0)} | {_fmt(row['requests_per_job'])} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from bench.procs import run_worker
 from bench.raw import RawClient
-from bench.report import print_tables, write_json
+from bench.report import markdown, print_tables, write_json
 from bench.signing import measure_signing
 from bench.suite import GOALS, QUICK, ideal_batch_seconds, summarise
 from bench.worker import make_big_png, run_client
@@ -129,5 +129,7 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
     out = io.StringIO()
     print_tables(result, Console(file=out, width=150))
     assert "FAIL" in out.getvalue() and "Batch wall time" in out.getvalue()
+    table = markdown(result)
+    assert "| Batch wall time / ideal | <= 1.10 x |" in table and "| flow | 1 | 1 | 1 |" in table
     path = write_json(result, str(tmp_path))
     assert json.loads(Path(path).read_text())["requests_per_job"] == 2.0
