@@ -1,4 +1,4 @@
-"""Reliability and security suite (issue 7): faults, hostile servers, bad inputs, secrets, crash after payment.
+"""Reliability and security suite (issue 7): faults, hostile servers, bad inputs, secrets, crash after paying.
 
 Where each required case lives:
 
