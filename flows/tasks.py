@@ -34,6 +34,7 @@ from blocks import StableStudioWallet
 from flows.intents import IntentHooks, IntentStore, PaymentIntent
 from flows.models import SavedResult
 from flows.storage import StorageOptions, content_type_for, read_input, sha256_hex, write_bytes
+from stablestudio import tls_context
 from stablestudio.errors import RateLimited, StableStudioError, UpstreamError
 from stablestudio.models import EditRequest, Job, JobResult
 from stablestudio.payment import Payment
@@ -315,7 +316,10 @@ async def save_result(
     """
     if not image_url.startswith(("https://", "http://")):
         raise ValueError("result URL must be http(s)")
-    async with httpx.AsyncClient(timeout=download_timeout, follow_redirects=True) as http:
+    # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU per edit).
+    async with httpx.AsyncClient(
+        verify=tls_context(), timeout=download_timeout, follow_redirects=True
+    ) as http:
         response = await http.get(image_url)
         response.raise_for_status()
         data = response.content

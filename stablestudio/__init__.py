@@ -11,7 +11,7 @@ Example:
     ```
 """
 
-from stablestudio._http import ClientStats
+from stablestudio._http import ClientStats, tls_context
 from stablestudio.client import StableStudioClient
 from stablestudio.errors import (
     AuthenticationFailed,
@@ -77,6 +77,7 @@ __all__ = [
     "UpstreamError",
     "WalletPolicy",
     "format_usd",
+    "tls_context",
     "to_atomic",
     "to_dollars",
 ]
