@@ -68,8 +68,13 @@ def detail_table(result: dict[str, Any]) -> Table:
         ),
         ("upload time in the ideal (s)", _fmt(result["batch_upload_s"])),
         (
-            "CPU per edit: flow / raw (ms)",
-            f"{_fmt(result['cpu_ms_per_edit_flow'], 1)} / {_fmt(result['cpu_ms_per_edit_raw'], 1)}",
+            "CPU per edit: flow / bare client / raw (ms)",
+            f"{_fmt(result['cpu_ms_per_edit_flow'], 1)} / {_fmt(result.get('cpu_ms_per_edit_client'), 1)} / "
+            f"{_fmt(result['cpu_ms_per_edit_raw'], 1)}",
+        ),
+        (
+            "batch wall / ideal: bare client / raw",
+            f"{_fmt(result.get('client_wall_ratio'))} / {_fmt(result.get('raw_wall_ratio'))}",
         ),
         (
             "requests per job: flow / bare client / raw script",

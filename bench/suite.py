@@ -134,6 +134,7 @@ class Suite:
             out.update(measure_signing(s.sign_iterations))
             out.update(self._upload_memory(sim))
             (raw,) = self.points("raw", sim, fast, batch, s.latency)
+            (client,) = self.points("client", sim, fast, batch, s.latency)
             (uploads,) = self.points("uploads", sim, fast, batch, s.latency)
             scale_sim = sim if s.scale_latency == s.latency else fast
             scale_client = self.points(
@@ -143,7 +144,7 @@ class Suite:
             env = prefect.ready()
             (flow,) = self.points("flow", sim, fast, batch, s.latency, env=env)
             scale_flow = self.points("flow", scale_sim, fast, flow_scale, s.scale_latency, env=env)
-        result = summarise(s, out, raw, uploads, flow, scale_client, scale_flow)
+        result = summarise(s, out, raw, uploads, flow, scale_client, scale_flow, client=client)
         result["meta"]["seconds"] = time.monotonic() - started
         return result
 
@@ -173,11 +174,13 @@ def summarise(
     flow: dict[str, Any],
     scale_client: list[dict[str, Any]],
     scale_flow: list[dict[str, Any]],
+    client: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON result: headline figures (the issue's keys), goals, pass/fail, baselines and scale rows.
 
     `measured` holds the signing and upload-memory figures; the phases are worker points with `latency`,
-    `requests_per_job` and `cpu_ms_per_edit` added.
+    `requests_per_job` and `cpu_ms_per_edit` added; `client` is the bare client on the batch's sizes, which
+    splits the flow's overhead into the protocol client's share and Prefect's.
     """
     out = dict(measured)
     for path, rows in (("client", scale_client), ("flow", scale_flow)):
@@ -193,13 +196,22 @@ def summarise(
         raw_wall_ratio=raw["wall_s"] / ideal,
         requests_per_job=flow["requests_per_job"],
         requests_per_job_raw=raw["requests_per_job"],
-        requests_per_job_client=client_at_latency[-1]["requests_per_job"] if client_at_latency else None,
+        requests_per_job_client=(
+            client["requests_per_job"]
+            if client
+            else client_at_latency[-1]["requests_per_job"]
+            if client_at_latency
+            else None
+        ),
         cpu_ratio_vs_raw=flow["cpu_s"] / raw["cpu_s"],
         cpu_ms_per_edit_flow=flow["cpu_ms_per_edit"],
         cpu_ms_per_edit_raw=raw["cpu_ms_per_edit"],
+        cpu_ms_per_edit_client=client["cpu_ms_per_edit"] if client else None,
+        cpu_ratio_client_vs_raw=client["cpu_s"] / raw["cpu_s"] if client else None,
+        client_wall_ratio=client["wall_s"] / ideal if client else None,
         scale_client=scale_client,
         scale_flow=scale_flow,
-        phases={"raw": raw, "flow": flow, "uploads": uploads},
+        phases={"raw": raw, "flow": flow, "uploads": uploads, "client": client},
     )
     out["goals"] = dict(GOALS)
     out["pass"] = {k: bool(out[k] <= goal) for k, goal in GOALS.items()}

@@ -120,12 +120,14 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
         flow=_point(5.4, 0.2, n),
         scale_client=[_point(1.1, 0.01, 1, 1.0)],
         scale_flow=[_point(1.2, 0.1, 1, 1.0)],
+        client=_point(5.3, 0.12, n),
     )
     result["meta"]["mode"] = "quick"
     assert set(ISSUE_KEYS) <= set(result) and set(result["goals"]) == set(GOALS) == set(ISSUE_KEYS)
     assert result["batch_wall_ratio"] == 5.4 / ideal_batch_seconds(n, QUICK.batch_concurrency, 5.0, 0.5)
     assert result["pass"]["batch_wall_ratio"] and not result["pass"]["upload_peak_rss_mb"]
     assert result["cpu_ratio_vs_raw"] == 2.0 and not result["pass"]["cpu_ratio_vs_raw"]
+    assert abs(result["cpu_ratio_client_vs_raw"] - 1.2) < 1e-9
     out = io.StringIO()
     print_tables(result, Console(file=out, width=150))
     assert "FAIL" in out.getvalue() and "Batch wall time" in out.getvalue()
