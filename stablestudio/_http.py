@@ -6,6 +6,7 @@ Payment and SIWX headers are bound to one origin, so API requests never follow a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import ssl
@@ -19,7 +20,15 @@ import httpx
 
 from stablestudio.errors import InvalidRequest, ProtocolError, RateLimited, UpstreamError
 
-__all__ = ["ClientStats", "check_url", "excerpt", "raise_for_status", "retry_after_seconds", "tls_context"]
+__all__ = [
+    "BoundedTransport",
+    "ClientStats",
+    "check_url",
+    "excerpt",
+    "raise_for_status",
+    "retry_after_seconds",
+    "tls_context",
+]
 
 _LOOPBACK_NAMES = {"localhost"}
 
@@ -42,6 +51,28 @@ def tls_context() -> ssl.SSLContext:
     event loops. Read once: a later change of $SSL_CERT_FILE needs a new process.
     """
     return httpx.create_ssl_context()
+
+
+class BoundedTransport(httpx.AsyncBaseTransport):
+    """A transport that lets at most `limit` requests into the connection pool; the others wait here.
+
+    httpcore's pool matches every queued request against every connection each time one frees up, which is
+    quadratic in the queue: 1000 edits at once on 100 connections spent most of their CPU there (bench/: 29 ms
+    per edit instead of 13). Waiting on a semaphore costs the same whatever the queue.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._gate = asyncio.Semaphore(limit)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward `request` once fewer than `limit` are in the pool (the body is read after release)."""
+        async with self._gate:
+            return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()
 
 
 def check_url(url: str, what: str = "URL") -> str:

@@ -27,7 +27,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from stablestudio._http import ClientStats, check_url, excerpt, raise_for_status, tls_context
+from stablestudio._http import (
+    BoundedTransport,
+    ClientStats,
+    check_url,
+    excerpt,
+    raise_for_status,
+    tls_context,
+)
 from stablestudio.errors import JobFailed, JobNotFound, JobTimeout, ProtocolError, RateLimited, UpstreamError
 from stablestudio.keys import load_account
 from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
@@ -130,12 +137,15 @@ class StableStudioClient:
 
     def _ensure_open(self) -> tuple[Session, PaymentFlow]:
         if self._session.http is None:
-            self._session.http = httpx.AsyncClient(
+            pool = httpx.AsyncHTTPTransport(
                 verify=tls_context(),
-                timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
                 limits=httpx.Limits(
                     max_connections=self._max_connections, max_keepalive_connections=self._max_connections
                 ),
+            )
+            self._session.http = httpx.AsyncClient(
+                transport=BoundedTransport(pool, self._max_connections),
+                timeout=httpx.Timeout(self._timeout, connect=min(10.0, self._timeout)),
                 follow_redirects=False,
                 headers={"user-agent": "stablestudio-python"},
             )
