@@ -143,7 +143,8 @@ async def run_raw(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
     from bench.raw import RawClient
 
     data = png_bytes()
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    # The client's default pool size, so both pay the same for httpx's pool.
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         account = Account.create()
         client = RawClient(account, spec["base_url"], http)
