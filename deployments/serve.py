@@ -26,6 +26,7 @@ from prefect import serve  # noqa: E402
 
 from flows.edit import edit_image, edit_images  # noqa: E402
 from flows.pipelines import edit_new_images  # noqa: E402
+from flows.shards import edit_shard, edit_sharded  # noqa: E402
 
 
 def _env(name: str) -> str | None:
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Build the three deployments and serve them until interrupted."""
+    """Build the deployments and serve them until interrupted."""
     args = build_parser().parse_args(argv)
     common: dict[str, Any] = {"wallet_block": args.wallet} if args.wallet else {}
     pipeline: dict[str, Any] = dict(common)
@@ -82,6 +83,18 @@ def main(argv: list[str] | None = None) -> None:
             parameters=common,
             tags=["stablestudio", "ui"],
             description="Edit a batch of images from the Prefect UI (form parameters).",
+        ),
+        # The parent waits for its shards: with --limit 1 it would hold the only slot they need.
+        edit_sharded.to_deployment(
+            name=f"sharded-edits{args.suffix}",
+            parameters={**common, "shard_deployment": f"edit-shard/edit-shard{args.suffix}"},
+            tags=["stablestudio", "scale-out"],
+            description="Edit a large prefix or list through shard runs spread over all workers.",
+        ),
+        edit_shard.to_deployment(
+            name=f"edit-shard{args.suffix}",
+            tags=["stablestudio", "scale-out"],
+            description="One shard of a sharded job (started by sharded-edits).",
         ),
         limit=args.limit,
     )
