@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck pytest demo simulator bench bench-quick soak screenshots deploy worker serve clean
+.PHONY: setup test lint typecheck pytest demo simulator bench bench-quick bench-scaleout soak screenshots deploy worker serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+## One sharded job of 1000 images over 1, 2 and 4 Prefect workers (SCALEOUT_ARGS="--quick" for a minute).
+bench-scaleout: $(STAMP)
+	$(BIN)/python -m bench.scaleout $(SCALEOUT_ARGS)
 
 ## The fault soak (outside CI): 100 edits, 20 % faults on every route; SOAK_ARGS="--count 300 --latency 1".
 soak: $(STAMP)
