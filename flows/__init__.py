@@ -10,7 +10,8 @@ Example:
 
 from flows.edit import EditBatchFailed, EditFailed, edit_image, edit_image_sync, edit_images, edit_images_sync
 from flows.intents import IntentStore, PaymentIntent, intent_key
-from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, SavedResult
+from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, SavedResult, UnreconciledPayment
+from flows.reconcile import UploadFailedAfterPaying
 from flows.tasks import PaidJob, UploadedImage, save_result, submit_edit, upload_image, wait_for_job
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "PaidJob",
     "PaymentIntent",
     "SavedResult",
+    "UnreconciledPayment",
+    "UploadFailedAfterPaying",
     "UploadedImage",
     "edit_image",
     "edit_image_sync",

@@ -109,6 +109,9 @@ def _row(outcome: EditOutcome) -> dict[str, Any]:
         "output path": outcome.output_uri or "",
         "seconds": round(outcome.seconds, 2),
         "error": (outcome.error or "")[:300],
+        "payments to reconcile": "; ".join(
+            f"{p.what} nonce {p.nonce} ${p.amount_usd} ({p.status})" for p in outcome.unreconciled_payments
+        ),
     }
 
 
@@ -157,6 +160,19 @@ async def summary_artifact(
         left = remaining.get(name)
         lines.append(f"| {name} | {_usd(cap)} | {_usd(left) if left is not None else '-'} |")
     lines.append("")
+    owed = [p for o in outcomes for p in o.unreconciled_payments]
+    if owed:
+        lines += [
+            "## Payments to reconcile",
+            "",
+            "They moved money (settled, counted above) or may have (unknown, not counted), and bought "
+            "nothing this run could use. Look each one up by its nonce.",
+            "",
+            "| call | nonce | amount | status | pay to |",
+            "| --- | --- | --- | --- | --- |",
+            *(f"| {p.what} | `{p.nonce}` | {_usd(p.amount_usd)} | {p.status} | `{p.pay_to}` |" for p in owed),
+            "",
+        ]
     for outcome in outcomes:
         lines.append(f"## {outcome.images[0]}")
         lines.append("")

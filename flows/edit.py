@@ -26,7 +26,8 @@ from blocks import StableStudioWallet
 from blocks.budget import SpendCapExceeded, current_flow_run_id, release_run_budget
 from flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
 from flows.intents import IntentStore, PaymentIntent, intent_key
-from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, EditStatus
+from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, EditStatus, UnreconciledPayment
+from flows.reconcile import UploadFailedAfterPaying
 from flows.storage import (
     InputImage,
     StorageOptions,
@@ -133,7 +134,21 @@ class _Batch:
             outcome = self._failed(outcome, "refused", f"{exc}")
         except PolicyRefused as exc:
             outcome = self._failed(outcome, "refused", f"policy refused ({exc.reason}): {exc}")
+        except UploadFailedAfterPaying as exc:
+            outcome.unreconciled_payments.extend(exc.payments)
+            # A settled fee was spent like any other; an unknown one is listed, not counted.
+            outcome.upload_cost_usd += sum(
+                (p.amount_usd for p in exc.payments if p.status == "settled"), Decimal(0)
+            )
+            unknown = any(p.status == "unknown" for p in exc.payments)
+            outcome = self._failed(
+                outcome, "unknown" if unknown else "failed",
+                f"{exc}. A rerun uploads (and pays the fee) again.",
+            )
         except PaymentOutcomeUnknown as exc:
+            outcome.unreconciled_payments.append(
+                UnreconciledPayment.of(exc.payment, what="edit", status="unknown", reason=str(exc))
+            )
             outcome = self._failed(
                 outcome, "unknown",
                 f"{exc}. Recorded; a rerun with the same inputs re-sends the same signed payment.",
@@ -167,11 +182,13 @@ class _Batch:
         if intent.job_id is None and intent.payment is None:
             blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
             if len(blob_urls) != len(inputs) or not all(blob_urls):
-                uploaded = [
-                    await upload_image(self.wallet, i.data, filename=i.filename) for i in inputs
-                ]
-                upload_cost = sum(u.cost for u in uploaded)
-                outcome.upload_cost_usd = to_dollars(upload_cost)
+                uploaded = []
+                for image in inputs:
+                    uploaded.append(
+                        await upload_image(self.wallet, image, storage_options=self.storage_options)
+                    )
+                    # Counted as each one lands: a later input failing must not hide this fee.
+                    outcome.upload_cost_usd += to_dollars(uploaded[-1].cost)
                 blob_urls = [u.blob_url for u in uploaded]
                 records = [
                     {"uri": i.uri, "sha256": i.sha256, "blob_url": b}
@@ -274,7 +291,8 @@ async def _run(
 
     outcomes = list(await asyncio.gather(*(one(item) for item in items)))
     spent = sum((o.upload_cost_usd + (o.cost_usd if o.paid_now else 0) for o in outcomes), Decimal(0))
-    result = BatchResult(outcomes=outcomes, spent_usd=spent)
+    owed = [p for o in outcomes for p in o.unreconciled_payments]
+    result = BatchResult(outcomes=outcomes, spent_usd=spent, unreconciled_payments=owed)
     await run_table_artifact(outcomes, prefix=prefix)
     try:
         remaining: dict[str, int] = {str(k): v for k, v in (await budget.remaining()).items()}
@@ -289,6 +307,11 @@ async def _run(
     get_run_logger().info(
         "%d of %d edits saved; this run spent $%s", len(result.succeeded), len(outcomes), spent
     )
+    if owed:
+        get_run_logger().warning(
+            "%d payment(s) to reconcile by nonce: %s", len(owed),
+            "; ".join(f"{p.what} {p.nonce} ${p.amount_usd} {p.status}" for p in owed),
+        )
     return result
 
 

@@ -11,6 +11,10 @@ with `rejected` (no money moved: a new signature is allowed), `unknown` (money m
 SAME signed authorization is ever re-sent) and `failed` (the job failed after payment) on the side. A retry or
 rerun reads the record first and resumes from it.
 
+The first signature pins the recipient, asset and network of the edit: a later signature for the same key
+(after a refusal) is refused with `PolicyRefused(reason="pay_to_changed")` if the server now quotes other
+ones, so a changed recipient is never paid silently. Paying it deliberately takes a new idempotency key.
+
 Records live on any fsspec URL: by default under PREFECT_HOME (one machine), or s3://bucket/prefix so workers
 on other machines share them. Local writes are write-then-rename; S3 object PUTs are atomic. A record holds
 the signed authorization (a bearer instrument for that one payment to that one recipient), never the private
@@ -43,9 +47,19 @@ from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.storage import StorageOptions
+from stablestudio.errors import PolicyRefused
 from stablestudio.payment import Payment, PaymentOutcome
+from stablestudio.x402 import Quote
 
-__all__ = ["IntentHooks", "IntentStatus", "IntentStore", "PaymentIntent", "default_intent_url", "intent_key"]
+__all__ = [
+    "IntentHooks",
+    "IntentStatus",
+    "IntentStore",
+    "PaymentIntent",
+    "PaymentTerms",
+    "default_intent_url",
+    "intent_key",
+]
 
 IntentStatus = Literal["new", "signed", "submitted", "unknown", "rejected", "complete", "failed"]
 
@@ -91,6 +105,28 @@ def default_intent_url() -> str:
     return str(PREFECT_HOME.value() / "stablestudio" / "intents")
 
 
+class PaymentTerms(BaseModel):
+    """Whom, in what and where an edit pays: pinned by its first signature."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pay_to: str
+    asset: str
+    network: str
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentTerms:
+        """The terms a signed payment was made on."""
+        return cls(pay_to=payment.pay_to, asset=payment.asset, network=payment.network)
+
+    def differences(self, quote: Quote) -> list[str]:
+        """What a new quote changes, e.g. `["payTo 0xA.. -> 0xB.."]`; empty when it keeps the terms."""
+        now = quote.requirement
+        pairs = (("payTo", self.pay_to, now.pay_to), ("asset", self.asset, now.asset),
+                 ("network", self.network, now.network))
+        return [f"{name} {old} -> {new}" for name, old, new in pairs if old.lower() != new.lower()]
+
+
 class PaymentIntent(BaseModel):
     """The persisted state of one paid edit."""
 
@@ -107,6 +143,9 @@ class PaymentIntent(BaseModel):
     reason: str | None = None
     output_uri: str | None = None
     output_sha256: str | None = None
+    pinned: PaymentTerms | None = Field(
+        default=None, description="Recipient, asset and network of the first signature under this key."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -169,13 +208,32 @@ class IntentHooks:
         self.store = store
         self.intent = intent
 
-    async def before_signing(self, quote: Any) -> None:
-        """Nothing to do: the budget hooks reserve money here."""
+    async def before_signing(self, quote: Quote) -> None:
+        """Refuse to sign for other terms than the edit's earlier signature (the budget reserves here too).
+
+        Raises:
+            PolicyRefused: reason "pay_to_changed"; nothing is signed.
+        """
+        pinned = self.intent.pinned or (PaymentTerms.of(self.intent.payment) if self.intent.payment else None)
+        if pinned is None:
+            return
+        changed = pinned.differences(quote)
+        if changed:
+            raise PolicyRefused(
+                f"this edit's earlier payment was signed for payTo {pinned.pay_to} ({pinned.asset} on "
+                f"{pinned.network}); the server now asks for {', '.join(changed)}. Nothing was signed. "
+                f"To pay the new recipient {quote.pay_to} deliberately, run again with a new idempotency "
+                "key; list the recipients you trust in the wallet's payTo allow-list (allowed_pay_to)",
+                reason="pay_to_changed",
+            )
 
     async def after_signing(self, payment: Payment) -> None:
-        """Persist the signed payment (status `signed`)."""
+        """Persist the signed payment (status `signed`) and pin its terms."""
+        pinned = self.intent.pinned or PaymentTerms.of(payment)
         self.intent = await self.store.put(
-            self.intent.model_copy(update={"payment": payment, "status": "signed", "reason": None})
+            self.intent.model_copy(
+                update={"payment": payment, "status": "signed", "reason": None, "pinned": pinned}
+            )
         )
 
     async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:

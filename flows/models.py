@@ -17,8 +17,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stablestudio.models import AspectRatio, OutputFormat, Resolution
+from stablestudio.money import to_dollars
+from stablestudio.payment import Payment
 
-__all__ = ["BatchResult", "EditItem", "EditOptions", "EditOutcome", "EditStatus", "SavedResult"]
+__all__ = [
+    "BatchResult",
+    "EditItem",
+    "EditOptions",
+    "EditOutcome",
+    "EditStatus",
+    "SavedResult",
+    "UnreconciledPayment",
+]
 
 EditStatus = Literal["complete", "failed", "refused", "unknown"]
 
@@ -85,6 +95,42 @@ class SavedResult(BaseModel):
     content_type: str
 
 
+class UnreconciledPayment(BaseModel):
+    """A payment that moved money, or may have, and bought nothing this run could use: reconcile it by nonce.
+
+    Example:
+        ```python
+        for p in result.unreconciled_payments:
+            print(p.what, p.nonce, p.amount_usd, p.status)
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    what: Literal["upload", "edit"] = Field(description="The call the payment was for.")
+    nonce: str = Field(description="The EIP-3009 nonce: unique, so it identifies the payment on chain.")
+    amount_usd: Decimal
+    pay_to: str
+    resource_url: str
+    status: Literal["settled", "unknown"] = Field(description="settled: money moved; unknown: it may have.")
+    reason: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        payment: Payment,
+        *,
+        what: Literal["upload", "edit"],
+        status: Literal["settled", "unknown"],
+        reason: str,
+    ) -> UnreconciledPayment:
+        """The record of a signed payment (never its header: only nonce, amount and addresses)."""
+        return cls(
+            what=what, nonce=payment.nonce, amount_usd=to_dollars(payment.amount), pay_to=payment.pay_to,
+            resource_url=payment.resource_url, status=status, reason=reason[:300],
+        )
+
+
 class EditOutcome(BaseModel):
     """What happened to one edit (a row of the run's table)."""
 
@@ -101,6 +147,9 @@ class EditOutcome(BaseModel):
     sha256: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    unreconciled_payments: list[UnreconciledPayment] = Field(
+        default_factory=list, description="Payments that moved (or may have moved) money for nothing usable."
+    )
 
     @property
     def ok(self) -> bool:
@@ -113,6 +162,10 @@ class BatchResult(BaseModel):
 
     outcomes: list[EditOutcome]
     spent_usd: Decimal = Field(description="Money this run moved: new edit payments plus upload fees.")
+    unreconciled_payments: list[UnreconciledPayment] = Field(
+        default_factory=list,
+        description="Every payment of the run to reconcile by its nonce (the settled ones count in spent).",
+    )
 
     @property
     def succeeded(self) -> list[EditOutcome]:

@@ -8,9 +8,13 @@ Example:
     ```python
     from flows.storage import read_input, write_bytes
 
-    source = await read_input("s3://photos/cat.png")
-    uri = await write_bytes(source.data, "s3://edits/cat.png")
+    source = await read_input("s3://photos/cat.png")     # size checked, hashed in chunks, not held
+    uri = await write_bytes(await read_bytes(source.uri), "s3://edits/cat.png")
     ```
+
+Reads survive s3fs's listings cache: a long-lived process (a worker, `serve`) that listed a prefix before an
+object arrived would otherwise be told the object does not exist. A read that finds nothing drops the cached
+listing of that path and looks once more.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ import mimetypes
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
-import fsspec
 from fsspec.core import url_to_fs
+
+from stablestudio.client import DEFAULT_MAX_UPLOAD_BYTES
+from stablestudio.errors import InvalidRequest
 
 __all__ = [
     "InputImage",
@@ -42,6 +49,8 @@ __all__ = [
 ]
 
 StorageOptions = dict[str, Any]
+T = TypeVar("T")
+_CHUNK = 1024 * 1024
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -53,13 +62,23 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 @dataclass(frozen=True)
 class InputImage:
-    """An input image, read once: where it came from, its bytes and their checksum."""
+    """An input image: where it came from, its size and checksum, and its bytes when it was given as bytes.
+
+    Files and URLs are not held in memory (an input may be up to 256 MiB): `source` is then the URI, which
+    the upload streams from.
+    """
 
     uri: str
-    data: bytes
     sha256: str
     filename: str
     content_type: str
+    size: int
+    data: bytes | None = None
+
+    @property
+    def source(self) -> str | bytes:
+        """What to upload: the bytes when held, otherwise the URI."""
+        return self.data if self.data is not None else self.uri
 
 
 def sha256_hex(data: bytes) -> str:
@@ -89,10 +108,22 @@ def join_uri(folder: str, name: str) -> str:
     return folder.rstrip("/") + "/" + name
 
 
+def _fresh(fs: Any, path: str, read: Callable[[], T]) -> T:
+    """`read()`, once more after dropping the cached listing of `path` if it found nothing.
+
+    s3fs answers "not found" from a listing it cached earlier in the process, without asking S3.
+    """
+    try:
+        return read()
+    except FileNotFoundError:
+        fs.invalidate_cache(path)
+        return read()
+
+
 def _read(uri: str, options: StorageOptions) -> bytes:
-    with fsspec.open(uri, "rb", **options) as handle:
-        data: bytes = handle.read()
-        return data
+    fs, path = url_to_fs(uri, **options)
+    data: bytes = _fresh(fs, path, lambda: fs.cat_file(path))
+    return data
 
 
 async def read_bytes(uri: str, storage_options: StorageOptions | None = None) -> bytes:
@@ -100,24 +131,72 @@ async def read_bytes(uri: str, storage_options: StorageOptions | None = None) ->
     return await asyncio.to_thread(_read, uri, dict(storage_options or {}))
 
 
+def _hash_file(fs: Any, path: str) -> tuple[str, bytes]:
+    """sha256 hex and first bytes of a file, read in chunks (never whole)."""
+    digest = hashlib.sha256()
+    head = b""
+    with _fresh(fs, path, lambda: fs.open(path, "rb")) as handle:
+        while chunk := handle.read(_CHUNK):
+            if not head:
+                head = chunk[:64]
+            digest.update(chunk)
+    return digest.hexdigest(), head
+
+
+def _inspect(uri: str, options: StorageOptions, max_bytes: int) -> InputImage:
+    fs, path = url_to_fs(uri, **options)
+    size = int(_fresh(fs, path, lambda: fs.size(path)))
+    if size > max_bytes:
+        # Refused from its size alone: nothing read, nothing requested, nothing paid.
+        raise InvalidRequest(
+            f"input {uri[:200]} is {size} bytes, over the {max_bytes}-byte "
+            f"({max_bytes / 2**20:g} MiB) upload limit; nothing was read or paid",
+            field="source",
+        )
+    digest, head = _hash_file(fs, path)
+    filename = PurePosixPath(uri.split("?", 1)[0]).name or "image"
+    return InputImage(uri, digest, filename, content_type_for(head, filename), size)
+
+
 async def read_input(
-    source: str | os.PathLike[str] | bytes, storage_options: StorageOptions | None = None, *, name: str = ""
+    source: str | os.PathLike[str] | bytes,
+    storage_options: StorageOptions | None = None,
+    *,
+    name: str = "",
+    max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 ) -> InputImage:
-    """Read an input image from a path, an fsspec URL or raw bytes.
+    """Describe an input image from a path, an fsspec URL or raw bytes: size, sha256, name and type.
+
+    The size is checked before a byte is read; a file is hashed in chunks and not kept in memory.
 
     Args:
         source: a local path, an fsspec URL such as s3://bucket/key.png, or the image bytes.
         storage_options: fsspec options for URLs.
         name: a file name for raw bytes (its extension helps the content type); default `image`.
+        max_bytes: the upload limit (the client's, 256 MiB, by default).
+
+    Raises:
+        InvalidRequest: the input is larger than `max_bytes`.
+        FileNotFoundError: there is nothing at `source`.
+
+    Example:
+        ```python
+        image = await read_input("s3://photos/cat.png", {"profile": "prod"})
+        print(image.size, image.sha256, image.content_type)
+        ```
     """
     if isinstance(source, bytes):
+        if len(source) > max_bytes:
+            raise InvalidRequest(
+                f"input is {len(source)} bytes, over the {max_bytes}-byte upload limit", field="source"
+            )
         digest = sha256_hex(source)
         filename = name or "image"
-        return InputImage(f"bytes:{digest}", source, digest, filename, content_type_for(source, filename))
+        return InputImage(
+            f"bytes:{digest}", digest, filename, content_type_for(source, filename), len(source), source
+        )
     uri = os.fspath(source)
-    data = await read_bytes(uri, storage_options)
-    filename = PurePosixPath(uri.split("?", 1)[0]).name or "image"
-    return InputImage(uri, data, sha256_hex(data), filename, content_type_for(data, filename))
+    return await asyncio.to_thread(_inspect, uri, dict(storage_options or {}), max_bytes)
 
 
 def _write(uri: str, data: bytes, options: StorageOptions) -> None:
@@ -141,9 +220,11 @@ async def write_bytes(data: bytes, uri: str, storage_options: StorageOptions | N
 
 def _checksum_matches(uri: str, sha256: str, options: StorageOptions) -> bool:
     fs, path = url_to_fs(uri, **options)
-    if not fs.exists(path):
+    try:
+        digest, _ = _hash_file(fs, path)
+    except FileNotFoundError:
         return False
-    return sha256_hex(fs.cat_file(path)) == sha256
+    return digest == sha256
 
 
 async def exists_with_checksum(uri: str, sha256: str, storage_options: StorageOptions | None = None) -> bool:

@@ -31,12 +31,14 @@ from prefect.client.schemas.objects import State, TaskRun
 from pydantic import BaseModel, ConfigDict
 
 from blocks import StableStudioWallet
-from flows.intents import IntentHooks, IntentStore, PaymentIntent
+from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from flows.models import SavedResult
-from flows.storage import StorageOptions, content_type_for, read_input, sha256_hex, write_bytes
+from flows.reconcile import PaymentLog, UploadFailedAfterPaying
+from flows.storage import InputImage, StorageOptions, content_type_for, read_input, sha256_hex, write_bytes
 from stablestudio import tls_context
 from stablestudio.errors import RateLimited, StableStudioError, UpstreamError
 from stablestudio.models import EditRequest, Job, JobResult
+from stablestudio.money import to_dollars
 from stablestudio.payment import Payment
 
 __all__ = [
@@ -135,14 +137,20 @@ def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any])
 )
 async def upload_image(
     wallet: WalletRef,
-    source: str | bytes,
+    source: str | bytes | InputImage,
     *,
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
 ) -> UploadedImage:
     """Upload an image (local path, fsspec URL such as s3://bucket/key, or bytes) and return its blob URL.
 
-    Costs one upload fee ($0.01). Retried only when it failed before anything was signed.
+    Costs one upload fee ($0.01). Retried only when it failed before anything was signed. The file is
+    streamed, never held whole. `source` may also be an `InputImage` from `read_input` (not read again).
+
+    Raises:
+        UploadFailedAfterPaying: the upload failed after paying, or perhaps paying; the payments (nonce,
+            amount, settled or unknown) are listed on it and logged at WARNING.
+        InvalidRequest: not an image, or over the size limit (nothing paid).
 
     Example:
         ```python
@@ -150,18 +158,28 @@ async def upload_image(
         ```
     """
     block = await load_wallet(wallet)
-    image = await read_input(source, storage_options, name=filename or "")
-    async with block.get_client() as client:
+    if isinstance(source, InputImage):
+        image = source
+    else:
+        image = await read_input(source, storage_options, name=filename or "")
+    log = PaymentLog()
+    async with block.get_client(hooks=log) as client:
         try:
             result = await client.upload_detailed(
-                image.data, filename=image.filename, content_type=image.content_type
+                image.source,
+                filename=filename or image.filename,
+                content_type=image.content_type,
+                storage_options=storage_options,
             )
         except Exception as exc:
             if client.stats.payments_signed == 0 and _is_transient(exc):
                 raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
+            owed = log.unreconciled("upload", exc)
+            if owed:
+                raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
             raise
     cost = sum(p.amount for p in result.payments)
-    get_run_logger().info("uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, cost / 1_000_000)
+    get_run_logger().info("uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost))
     return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
 
 
@@ -212,8 +230,12 @@ async def submit_edit(
         request = EditRequest(**intent.request)  # the body this payment was signed for
         logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
     else:
+        # A refused payment is dropped, but its terms stay pinned: the next signature must match them.
+        pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
         intent = await store.put(
-            intent.model_copy(update={"request": request.body(), "status": "new", "payment": None})
+            intent.model_copy(
+                update={"request": request.body(), "status": "new", "payment": None, "pinned": pinned}
+            )
         )
     hooks = IntentHooks(store, intent)
     async with block.get_client(hooks=hooks) as client:

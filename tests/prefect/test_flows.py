@@ -203,6 +203,8 @@ async def test_an_unknown_outcome_is_recorded_and_only_the_same_payment_is_re_se
     assert outcome.status == "unknown"
     intent = await IntentStore(store).get(outcome.idempotency_key)
     assert intent is not None and intent.status == "unknown" and intent.payment is not None
+    (owed,) = outcome.unreconciled_payments  # listed for reconciliation too
+    assert (owed.what, owed.nonce, owed.status) == ("edit", intent.payment.nonce, "unknown")
     assert payments(sim, wallet.address, EDIT_ROUTE) == []  # every send was cut before settlement
 
     sim.set_faults([])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fsspec.core import url_to_fs
 
 from flows.intents import IntentStore, PaymentIntent, intent_key
 from flows.storage import (
@@ -15,10 +18,12 @@ from flows.storage import (
     exists_with_checksum,
     join_uri,
     presign,
+    read_bytes,
     read_input,
     sha256_hex,
     write_bytes,
 )
+from stablestudio.errors import InvalidRequest
 from stablestudio.payment import Payment
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -44,7 +49,8 @@ async def test_s3_roundtrip_with_explicit_options_and_a_presigned_url(
     uri = f"s3://{s3_bucket}/a/b/out.png"
     await write_bytes(PNG, uri, s3_storage_options)
     image = await read_input(uri, s3_storage_options)
-    assert image.data == PNG and image.content_type == "image/png"
+    assert image.content_type == "image/png" and (image.size, image.sha256) == (len(PNG), sha256_hex(PNG))
+    assert image.data is None and image.source == uri  # streamed at upload, not held
     assert await exists_with_checksum(uri, sha256_hex(PNG), s3_storage_options)
     url = await presign(uri, s3_storage_options, expires=3600)
     assert url is not None and url.startswith("http://127.0.0.1:")
@@ -55,6 +61,61 @@ async def test_s3_reached_through_aws_endpoint_url_alone(s3_bucket: str, s3fs_fi
     # The session fixture exported AWS_ENDPOINT_URL; botocore honours it without any storage_options.
     await write_bytes(PNG, f"s3://{s3_bucket}/env.png")
     assert s3fs_filesystem.cat_file(f"{s3_bucket}/env.png") == PNG
+
+
+async def test_an_object_written_after_a_listing_is_read_in_the_same_process(
+    s3_bucket: str, s3fs_filesystem: Any, s3_storage_options: dict[str, Any]
+) -> None:
+    # A long-lived worker lists a prefix (s3fs caches the listing in its shared instance)...
+    fs, _ = url_to_fs(f"s3://{s3_bucket}/in/", **s3_storage_options)
+    s3fs_filesystem.pipe_file(f"{s3_bucket}/in/old.png", PNG)
+    assert [p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/in/")] == ["old.png"]
+    # ...then another writer adds an object the cached listing does not know.
+    new = PNG + b"new"
+    s3fs_filesystem.pipe_file(f"{s3_bucket}/in/new.png", new)
+    uri = f"s3://{s3_bucket}/in/new.png"
+    assert fs.exists(f"{s3_bucket}/in/new.png") is False  # the stale cache this test is about
+
+    image = await read_input(uri, s3_storage_options)
+    assert (image.size, image.sha256) == (len(new), sha256_hex(new))
+    fs.ls(f"{s3_bucket}/in/")  # and again after a fresh listing goes stale
+    s3fs_filesystem.pipe_file(f"{s3_bucket}/in/later.png", new)
+    assert await read_bytes(f"s3://{s3_bucket}/in/later.png", s3_storage_options) == new
+    fs.ls(f"{s3_bucket}/in/")
+    s3fs_filesystem.pipe_file(f"{s3_bucket}/in/last.png", new)
+    assert await exists_with_checksum(f"s3://{s3_bucket}/in/last.png", sha256_hex(new), s3_storage_options)
+
+
+async def test_inputs_over_the_upload_limit_are_refused_from_their_size_alone(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as handle:
+        handle.write(PNG)
+        handle.truncate(300 * 2**20)  # sparse: 300 MiB on paper, nothing on disk
+    with pytest.raises(InvalidRequest, match="268435456-byte \\(256 MiB\\) upload limit") as info:
+        await read_input(str(huge))
+    assert "314572800 bytes" in str(info.value)
+    with pytest.raises(InvalidRequest, match="upload limit"):
+        await read_input(PNG + b"\0" * 100, max_bytes=64)
+
+
+async def test_a_large_input_is_hashed_in_chunks_not_held(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    size = 96 * 2**20
+    with big.open("wb") as handle:
+        handle.write(PNG)
+        handle.truncate(size)
+    expected = hashlib.sha256()
+    with big.open("rb") as handle:
+        while chunk := handle.read(2**20):
+            expected.update(chunk)
+    tracemalloc.start()
+    try:
+        image = await read_input(str(big))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (image.size, image.sha256, image.data) == (size, expected.hexdigest(), None)
+    assert peak < 16 * 2**20  # a whole read would have allocated the 96 MiB
 
 
 def test_content_types_and_joins() -> None:

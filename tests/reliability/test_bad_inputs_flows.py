@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows import EditItem, edit_image, edit_images
+from flows import EditFailed, EditItem, edit_image, edit_images
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -110,3 +110,22 @@ async def test_an_item_with_0_or_9_images_is_refused_by_the_batch_before_any_req
     assert sim_requests(sim) == 0
     with pytest.raises(ValueError, match="images"):
         EditItem(images=images)
+
+
+async def test_an_input_over_the_upload_limit_is_refused_before_any_request(
+    make_sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    sim = make_sim()
+    name, _, _ = await make_wallet(sim)
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as handle:
+        handle.write(png_bytes())
+        handle.truncate(300 * 2**20)  # sparse: made at once, read only if the flow reads it
+    with pytest.raises(EditFailed) as info:
+        await edit_image(
+            name, str(huge), "make it snow", str(tmp_path / "out"), intent_store_url=str(tmp_path / "intents")
+        )
+    assert "268435456-byte (256 MiB) upload limit" in str(info.value.outcome.error)
+    assert "314572800 bytes" in str(info.value.outcome.error)
+    assert info.value.outcome.upload_cost_usd == 0 and info.value.outcome.status == "failed"
+    assert sim_requests(sim) == 0

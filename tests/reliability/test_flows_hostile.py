@@ -11,10 +11,12 @@ from eth_account import Account
 
 from blocks import StableStudioWallet
 from flows import IntentStore
+from flows.intents import PaymentTerms
 from flows.tasks import submit_edit
-from stablestudio import EditRequest, PaymentRejected, PolicyRefused
+from stablestudio import EditRequest, PaymentRejected, PolicyRefused, Quote, Requirement
+from stablestudio.x402 import payment_required_from_json
 from tests.core.fake_studio import FakeStudio
-from tests.core.helpers import PAY_TO, requirement
+from tests.core.helpers import PAY_TO, USDC, payment_required, requirement
 from tests.reliability.test_hostile import OTHER_PAY_TO, requote_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -53,11 +55,6 @@ async def test_a_rerun_after_an_unknown_outcome_never_signs_for_a_new_payto(
     assert after is not None and after.status == "unknown" and after.payment == first.payment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows bug (reported): after a refused payment a rerun signs anew for whatever payTo the server "
-    "now quotes, silently, unless the wallet has a payTo allow-list",
-)
 async def test_a_rerun_after_a_refusal_does_not_silently_pay_a_new_recipient(
     serve_app: Any, tmp_path: Path
 ) -> None:
@@ -75,6 +72,37 @@ async def test_a_rerun_after_a_refusal_does_not_silently_pay_a_new_recipient(
     # The server now quotes another recipient: the record of this edit says it was going to PAY_TO.
     fake.accepts = [requirement(payTo=OTHER_PAY_TO)]
     fake.paid_behaviour = None
-    with pytest.raises(PolicyRefused, match="payTo"):
+    with pytest.raises(PolicyRefused, match="payTo") as refused_again:
         await submit_edit(wallet, REQUEST, key, intent_store=store)
     assert len(fake.signatures) == 1
+    assert refused_again.value.reason == "pay_to_changed"
+    message = str(refused_again.value)
+    assert PAY_TO in message and OTHER_PAY_TO in message and "idempotency key" in message
+    pinned = await store.get(key)
+    assert pinned is not None and pinned.pinned is not None and pinned.pinned.pay_to == PAY_TO
+    assert pinned.job_id is None
+
+    # The same server answer under a new key is a deliberate choice: it is paid once.
+    new_key = hashlib.sha256(b"edit-2, deliberately again").hexdigest()
+    job = await submit_edit(wallet, REQUEST, new_key, intent_store=store)
+    assert job.paid_now and job.payment is not None and job.payment.pay_to == OTHER_PAY_TO
+    assert len(fake.signatures) == 2
+
+
+def test_the_pin_covers_recipient_asset_and_network() -> None:
+    signed = PaymentTerms(pay_to=PAY_TO, asset=USDC, network="eip155:8453")
+
+    def quote(**overrides: Any) -> Quote:
+        wire, url = requirement(**overrides), "http://127.0.0.1/api/upload"
+        return Quote(
+            requirement=Requirement.from_wire(wire),
+            payment_required=payment_required_from_json(payment_required(url, [wire])),
+            resource_url=url,
+            body_sha256="0" * 64,
+        )
+
+    assert signed.differences(quote(payTo=PAY_TO.lower())) == []
+    assert signed.differences(quote(payTo=OTHER_PAY_TO)) == [f"payTo {PAY_TO} -> {OTHER_PAY_TO}"]
+    other_asset = "0x" + "a" * 40
+    assert signed.differences(quote(asset=other_asset)) == [f"asset {USDC} -> {other_asset}"]
+    assert signed.differences(quote(network="eip155:1")) == ["network eip155:8453 -> eip155:1"]

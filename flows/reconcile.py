@@ -1,0 +1,106 @@
+"""Payments to reconcile: what a client signed and what became of it, so a failed call still shows them.
+
+A paid call can fail after its money moved (an upload whose blob PUT never succeeded) or leave the outcome
+unknown (a reply lost after settlement). Such payments bought nothing usable, yet every cent must show: they
+are logged at WARNING (nonce, amount, recipient; never the key) and travel as `UnreconciledPayment` records to
+the edit's outcome, the batch result and the run's artifacts.
+
+Example:
+    ```python
+    log = PaymentLog()
+    async with wallet.get_client(hooks=log) as client:
+        try:
+            await client.upload("cat.png")
+        except Exception as exc:
+            owed = log.unreconciled("upload", exc)
+    ```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger
+
+from flows.models import UnreconciledPayment
+from stablestudio.errors import StableStudioError
+from stablestudio.money import to_dollars
+from stablestudio.payment import NoHooks, Payment, PaymentOutcome
+
+__all__ = ["PaymentLog", "UploadFailedAfterPaying"]
+
+
+class PaymentLog(NoHooks):
+    """Every payment a client signs and what became of it, so that a failed call still accounts for them."""
+
+    def __init__(self) -> None:
+        self.signed: dict[str, Payment] = {}
+        self.outcomes: dict[str, PaymentOutcome] = {}
+
+    async def after_signing(self, payment: Payment) -> None:
+        """Remember the payment."""
+        self.signed[payment.nonce] = payment
+
+    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
+        """Remember what happened to it."""
+        self.signed[payment.nonce] = payment
+        self.outcomes[payment.nonce] = outcome
+
+    def unreconciled(self, what: Literal["upload", "edit"], exc: BaseException) -> list[UnreconciledPayment]:
+        """The payments that moved money or may have (all but the refused), logged at WARNING."""
+        try:
+            logger: Any = get_run_logger()
+        except MissingContextError:  # used outside a flow or task run
+            logger = get_logger("stablestudio.payments")
+        owed: list[UnreconciledPayment] = []
+        for nonce, payment in self.signed.items():
+            outcome = self.outcomes.get(nonce)
+            if outcome is not None and outcome.status == "rejected":
+                continue
+            status: Literal["settled", "unknown"] = (
+                "settled" if outcome is not None and outcome.status == "settled" else "unknown"
+            )
+            reason = (outcome.reason if outcome is not None else None) or f"{type(exc).__name__}: {exc}"
+            owed.append(UnreconciledPayment.of(payment, what=what, status=status, reason=reason))
+            logger.warning(
+                "%s payment %s of $%s to %s is %s but bought nothing usable (%s): reconcile it by its nonce",
+                what, nonce, to_dollars(payment.amount), payment.pay_to,
+                "settled" if status == "settled" else "of unknown outcome", reason[:200],
+            )
+        return owed
+
+
+class UploadFailedAfterPaying(StableStudioError):
+    """An upload failed after its fee was paid, or may have been: `payments` lists them for reconciliation.
+
+    A rerun uploads (and pays) again: an upload ticket cannot be recovered from a payment alone.
+
+    Attributes:
+        payments: the payments that moved money (status "settled") or may have ("unknown").
+    """
+
+    def __init__(self, message: str, *, payments: list[UnreconciledPayment]) -> None:
+        super().__init__(message)
+        self.payments = payments
+
+    @classmethod
+    def listing(
+        cls, uri: str, owed: list[UnreconciledPayment], exc: BaseException
+    ) -> UploadFailedAfterPaying:
+        """The error for an upload of `uri` that failed with `exc` after the payments `owed`."""
+        listed = "; ".join(f"nonce {p.nonce} ${p.amount_usd} {p.status}" for p in owed)
+        return cls(
+            f"upload of {uri[:200]} failed after paying ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"payments to reconcile: {listed}",
+            payments=owed,
+        )
+
+    def __reduce__(self) -> Any:
+        # Keyword-only arguments: pickling (Prefect's result storage) needs to be told how to rebuild us.
+        return (_rebuild_upload_failed, (str(self), self.payments))
+
+
+def _rebuild_upload_failed(message: str, payments: list[UnreconciledPayment]) -> UploadFailedAfterPaying:
+    return UploadFailedAfterPaying(message, payments=payments)
