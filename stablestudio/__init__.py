@@ -12,6 +12,7 @@ Example:
 """
 
 from stablestudio._http import ClientStats, tls_context
+from stablestudio.catalog import CATALOG, CatalogEntry, GenerationRequest, build_request, catalog_entry
 from stablestudio.client import StableStudioClient
 from stablestudio.errors import (
     AuthenticationFailed,
@@ -44,11 +45,14 @@ from stablestudio.x402 import PaymentRequired, Quote, Requirement
 
 __all__ = [
     "BASE_USDC",
+    "CATALOG",
     "AssetInfo",
     "AuthenticationFailed",
     "BudgetExceeded",
+    "CatalogEntry",
     "ClientStats",
     "EditRequest",
+    "GenerationRequest",
     "InvalidRequest",
     "Job",
     "JobFailed",
@@ -76,6 +80,8 @@ __all__ = [
     "UploadTicket",
     "UpstreamError",
     "WalletPolicy",
+    "build_request",
+    "catalog_entry",
     "format_usd",
     "tls_context",
     "to_atomic",

@@ -35,6 +35,7 @@ from stablestudio._http import (
     raise_for_status,
     tls_context,
 )
+from stablestudio.catalog import GenerationRequest
 from stablestudio.errors import JobFailed, JobNotFound, JobTimeout, ProtocolError, RateLimited, UpstreamError
 from stablestudio.keys import load_account
 from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
@@ -235,6 +236,29 @@ class StableStudioClient:
         """
         return await self.submit_generation(
             "flux-2-pro", "edit", request.body(), payment=payment, idempotency_key=idempotency_key
+        )
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        payment: Payment | None = None,
+        idempotency_key: str | None = None,
+    ) -> SubmittedJob:
+        """Pay for and submit a typed generate request (see `stablestudio.catalog`); the price is the quote's.
+
+        Example:
+            ```python
+            job = await client.generate(Veo31Generate(prompt="waves at dusk", duration_seconds="4"))
+            entry = catalog_entry("veo-3.1", "generate")
+            result = await client.wait_for_job(
+                job.job_id, timeout=entry.max_wait_seconds, expected_seconds=entry.expected_seconds
+            )
+            print(result.video_url, result.thumbnail_url)
+            ```
+        """
+        return await self.submit_generation(
+            request.MODEL, request.OPERATION, request.body(), payment=payment, idempotency_key=idempotency_key
         )
 
     async def _find_job_for(self, payment: Payment, body: Any) -> dict[str, Any] | None:

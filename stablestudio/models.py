@@ -173,6 +173,11 @@ class JobResult(BaseModel):
     thumbnail_url: str | None = None
     job: Job
 
+    @property
+    def media_url(self) -> str | None:
+        """The result itself: the video URL for a video job, else the image URL."""
+        return self.video_url or self.image_url
+
 
 class UploadTicket(BaseModel):
     """The reply to `POST /api/upload`: a short-lived client token for one blob PUT."""
