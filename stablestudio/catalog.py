@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,12 +59,8 @@ MediaKind = Literal["image", "video"]
 MAX_PROMPT_CHARS = 10_000
 
 
-class GenerationBody(Protocol):
-    """Anything that renders a generate route's JSON body (every request class here, and `EditRequest`)."""
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body to POST."""
-        ...
+GenerationBody = Union["GenerationRequest", EditRequest]
+"""Any typed generate request: the classes here, and `EditRequest` (Flux 2 Pro edit)."""
 
 
 class GenerationRequest(BaseModel):

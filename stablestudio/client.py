@@ -35,7 +35,7 @@ from stablestudio._http import (
     raise_for_status,
     tls_context,
 )
-from stablestudio.catalog import GenerationRequest
+from stablestudio.catalog import GenerationBody
 from stablestudio.errors import JobFailed, JobNotFound, JobTimeout, ProtocolError, RateLimited, UpstreamError
 from stablestudio.keys import load_account
 from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
@@ -240,7 +240,7 @@ class StableStudioClient:
 
     async def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationBody,
         *,
         payment: Payment | None = None,
         idempotency_key: str | None = None,

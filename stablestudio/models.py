@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -57,6 +57,10 @@ class EditRequest(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    MODEL: ClassVar[str] = "flux-2-pro"
+    OPERATION: ClassVar[str] = "edit"
+    MEDIA: ClassVar[Literal["image", "video"]] = "image"
 
     prompt: str = Field(min_length=1, max_length=10_000)
     images: tuple[str, ...] = Field(min_length=1, max_length=8)

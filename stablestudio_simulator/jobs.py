@@ -30,6 +30,7 @@ class Job:
     done_at: float
     fails: bool
     reference_pathname: str
+    media: str = "image"
 
     def status(self, now: float) -> tuple[JobStatus, int | None]:
         """Status and progress (0..100 while loading) at ``now``.
@@ -48,14 +49,28 @@ class Job:
 
     @property
     def result_pathname(self) -> str:
-        """Blob pathname of the result image."""
+        """Blob pathname of the result (an animated GIF for a video job)."""
+        if self.media == "video":
+            return f"generated/{self.job_id}.gif"
         ext = FORMAT_EXTENSIONS.get(str(self.params.get("output_format", "webp")), "webp")
         return f"generated/{self.job_id}.{ext}"
+
+    @property
+    def thumbnail_pathname(self) -> str | None:
+        """Blob pathname of a video's thumbnail (PNG); None for images."""
+        return f"generated/{self.job_id}.thumb.png" if self.media == "video" else None
 
     def view(self, now: float, base_url: str) -> dict[str, Any]:
         """The JSON of ``GET /api/jobs/{id}`` at ``now``."""
         status, progress = self.status(now)
-        result = {"imageUrl": f"{base_url}/blobs/{self.result_pathname}"} if status == "complete" else None
+        result: dict[str, str] | None = None
+        if status == "complete":
+            url = f"{base_url}/blobs/{self.result_pathname}"
+            result = (
+                {"videoUrl": url, "thumbnailUrl": f"{base_url}/blobs/{self.thumbnail_pathname}"}
+                if self.media == "video"
+                else {"imageUrl": url}
+            )
         updated = min(now, self.done_at) if status in ("complete", "failed") else now
         return {
             "jobId": self.job_id,
@@ -119,8 +134,13 @@ class JobBook:
         *,
         reference_pathname: str,
         fails: bool,
+        media: str = "image",
+        latency_seconds: float | None = None,
     ) -> Job:
-        """Record a job of ``payer``: ``body`` as sent, ``params`` with defaults; its end drawn (seeded)."""
+        """Record a job of ``payer``: ``body`` as sent, ``params`` with defaults; its end drawn (seeded).
+
+        ``latency_seconds`` overrides the book's latency (videos take longer than images).
+        """
         now = time.time()
         with self._lock:
             spread = 1.0 + self._jitter * (2 * self._rng.random() - 1)
@@ -131,9 +151,10 @@ class JobBook:
                 input=body,
                 params=params,
                 created_at=now,
-                done_at=now + self._latency * spread,
+                done_at=now + (self._latency if latency_seconds is None else latency_seconds) * spread,
                 fails=fails,
                 reference_pathname=reference_pathname,
+                media=media,
             )
             # Guard against the (astronomically unlikely) id collision rather than overwrite a job.
             while job.job_id in self._index.jobs:

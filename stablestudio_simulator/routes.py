@@ -15,6 +15,7 @@ from starlette.routing import Route
 from stablestudio_simulator.blob import BlobRefused
 from stablestudio_simulator.encoding import b64_json, iso
 from stablestudio_simulator.faults import FaultRule
+from stablestudio_simulator.generate import SPECS, generate_route, serve_generated
 from stablestudio_simulator.paid import PaidRoute, apply_request_fault, handle_paid
 from stablestudio_simulator.render import render_result
 from stablestudio_simulator.responses import NO_STORE, json_response, malformed, payment_required
@@ -89,8 +90,9 @@ def _upload_route(state: SimulatorState) -> PaidRoute:
     )
 
 
-# Only these generate routes have a body schema; a priced model/operation needs one here to be served.
+# The Flux 2 Pro edit has its own schema and renderer; the other generate routes are in generate.SPECS.
 EDIT_OPERATIONS = {("flux-2-pro", "edit")}
+EDIT_TYPES = {f"{model}-{operation}" for model, operation in EDIT_OPERATIONS}
 
 SiwxHandler = Callable[[Request, str], Awaitable[Response]]
 
@@ -126,9 +128,14 @@ def build_routes(state: SimulatorState) -> list[Route]:
     async def generate(request: Request) -> Response:
         model, operation = request.path_params["model"], request.path_params["operation"]
         key = f"{model}/{operation}"
-        if (model, operation) not in EDIT_OPERATIONS or key not in state.settings.prices:
+        if key not in state.settings.prices:
             return json_response(NOT_FOUND, 404)
-        return await handle_paid(state, request, _edit_route(state, model, operation))
+        if (model, operation) in EDIT_OPERATIONS:
+            return await handle_paid(state, request, _edit_route(state, model, operation))
+        spec = SPECS.get(key)
+        if spec is None:
+            return json_response(NOT_FOUND, 404)
+        return await handle_paid(state, request, generate_route(state, model, operation, spec))
 
     async def upload(request: Request) -> Response:
         return await handle_paid(state, request, upload_route)
@@ -255,14 +262,20 @@ def build_routes(state: SimulatorState) -> list[Route]:
 
 
 async def _result(state: SimulatorState, pathname: str) -> Response:
-    """A result image: rendered on first read (in a worker thread), gone (410) once its URL expired."""
-    job_id = pathname.removeprefix("generated/").rsplit(".", 1)[0]
+    """A result: rendered on first read (in a worker thread), gone (410) once its URL expired."""
+    job_id = pathname.removeprefix("generated/").split(".", 1)[0]
     job = state.jobs.job(job_id)
     now = time.time()
-    if job is None or job.result_pathname != pathname or job.status(now)[0] != "complete":
+    if (
+        job is None
+        or pathname not in (job.result_pathname, job.thumbnail_pathname)
+        or job.status(now)[0] != "complete"
+    ):
         return json_response(NOT_FOUND, 404)
     if now > job.done_at + state.settings.result_ttl_seconds:
         return json_response({"error": "expired", "message": "This result URL has expired"}, 410)
+    if job.type not in EDIT_TYPES:
+        return await serve_generated(state, job, pathname)
     reference = state.blobs.get(job.reference_pathname)
     if reference is None:
         return json_response(NOT_FOUND, 404)

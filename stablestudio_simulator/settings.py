@@ -7,6 +7,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stablestudio_simulator.faults import FaultRule
+from stablestudio_simulator.pricing import generate_prices
 
 USDC_DECIMALS = 6
 BASE_NETWORK = "eip155:8453"
@@ -43,6 +44,7 @@ def default_prices() -> dict[str, dict[str, int]]:
     """The price table: route key (``model/operation`` or ``upload``) -> price tier -> atomic USDC."""
     return {
         "flux-2-pro/edit": {"0.5 MP": 30_000, "1 MP": 45_000, "2 MP": 60_000},
+        **generate_prices(),
         UPLOAD_OPERATION: {"default": 10_000},
     }
 
@@ -68,6 +70,13 @@ class SimulatorSettings(BaseModel):
     prices: dict[str, dict[str, int]] = Field(
         default_factory=default_prices,
         description="Atomic USDC per route key ('model/operation' or 'upload') and tier (resolution).",
+    )
+    video_latency_seconds: float = Field(
+        default=60.0, ge=0.0, description="How long a video job takes (videos take minutes for real)."
+    )
+    latencies: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-route job latency in seconds ('model/operation' -> seconds), over the two above.",
     )
     pay_to: str = Field(
         default="0x919c2692DC6B80c70D2A3829896aC1EE59c55Acb",
@@ -105,6 +114,12 @@ class SimulatorSettings(BaseModel):
         for amount in funded.values():
             usdc_to_atomic(amount)
         return funded
+
+    def latency(self, route_key: str, media: str) -> float:
+        """Seconds a job of ``route_key`` takes: its own entry, else the image or video latency."""
+        if route_key in self.latencies:
+            return self.latencies[route_key]
+        return self.video_latency_seconds if media == "video" else self.latency_seconds
 
     def price(self, route_key: str, tier: str = "default") -> int:
         """The atomic price of ``route_key`` at ``tier``; KeyError when the table has none."""

@@ -238,5 +238,5 @@ async def test_edit_refuses_images_that_are_not_its_own_blobs(
     response = await http.post("/api/generate/flux-2-pro/edit", json=body)
     assert response.status_code == 400
     assert response.json()["issues"][0]["path"] == ["images", 0]
-    unknown = await http.post("/api/generate/flux-2-pro/generate", json=body)
+    unknown = await http.post("/api/generate/flux-2-pro/vectorize", json=body)
     assert unknown.status_code == 404
