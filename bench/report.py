@@ -73,6 +73,10 @@ def detail_table(result: dict[str, Any]) -> Table:
             f"{_fmt(result['cpu_ms_per_edit_raw'], 1)}",
         ),
         (
+            "Prefect API server CPU per edit of the flow (ms)",
+            _fmt(result.get("prefect_server_cpu_ms_per_edit"), 1),
+        ),
+        (
             "batch wall / ideal: bare client / raw",
             f"{_fmt(result.get('client_wall_ratio'))} / {_fmt(result.get('raw_wall_ratio'))}",
         ),

@@ -102,6 +102,7 @@ class Suite:
         points: list[tuple[int, int]],
         latency: float,
         env: dict[str, str] | None = None,
+        prefect_pid: int | None = None,
     ) -> list[dict[str, Any]]:
         """Run the points in one fresh worker (warmed up on `warm`); add per-edit figures."""
         self.progress(
@@ -116,6 +117,7 @@ class Suite:
             "warmup_blob_api_url": warm.blob_api_url,
             "points": points,
             "latency": latency,
+            "prefect_pid": prefect_pid,
         }
         results: list[dict[str, Any]] = run_worker(spec, env=env)["points"]
         for r in results:
@@ -152,8 +154,10 @@ class Suite:
             )
             self.progress("waiting for Prefect's server")
             env = prefect.ready()
-            (flow,) = self.points("flow", sim, fast, batch, s.latency, env=env)
-            scale_flow = self.points("flow", scale_sim, fast, flow_scale, s.scale_latency, env=env)
+            (flow,) = self.points("flow", sim, fast, batch, s.latency, env=env, prefect_pid=prefect.pid)
+            scale_flow = self.points(
+                "flow", scale_sim, fast, flow_scale, s.scale_latency, env=env, prefect_pid=prefect.pid
+            )
         result = summarise(s, out, raw, uploads, flow, scale_client, scale_flow, client=client)
         result["meta"]["seconds"] = time.monotonic() - started
         return result
@@ -223,6 +227,7 @@ def summarise(
         cpu_ratio_vs_raw=flow["cpu_s"] / raw["cpu_s"],
         cpu_ms_per_edit_flow=flow["cpu_ms_per_edit"],
         cpu_ms_per_edit_raw=raw["cpu_ms_per_edit"],
+        prefect_server_cpu_ms_per_edit=flow.get("prefect_server_cpu_s", 0.0) / s.batch_n * 1000,
         cpu_ms_per_edit_client=client["cpu_ms_per_edit"] if client else None,
         cpu_ratio_client_vs_raw=client["cpu_s"] / raw["cpu_s"] if client else None,
         client_wall_ratio=client["wall_s"] / ideal if client else None,

@@ -67,9 +67,10 @@ def png_bytes(size: int = 64) -> bytes:
 class SimProbe:
     """The simulator's request counters and CPU, read around each point."""
 
-    def __init__(self, base_url: str, pid: int | None) -> None:
+    def __init__(self, base_url: str, pid: int | None, prefect_pid: int | None = None) -> None:
         self.base_url = base_url
         self.pid = pid
+        self.prefect_pid = prefect_pid
 
     def requests(self) -> dict[str, int]:
         data = httpx.get(f"{self.base_url}/_sim/state", timeout=30).json()
@@ -82,11 +83,20 @@ class SimProbe:
 
         return process_cpu_seconds(self.pid)
 
+    def prefect_cpu(self) -> float:
+        """CPU of Prefect's API server so far (0 when it is not in this run)."""
+        if self.prefect_pid is None:
+            return 0.0
+        from bench.procs import process_cpu_seconds
+
+        return process_cpu_seconds(self.prefect_pid)
+
 
 async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = None) -> dict[str, Any]:
     """Run `work` (returns how many edits succeeded) and measure it."""
     before = await asyncio.to_thread(sim.requests) if sim else {}
     sim_cpu = sim.cpu() if sim else 0.0
+    prefect_cpu = sim.prefect_cpu() if sim else 0.0
     reset_ok = reset_peak_rss()
     rss_before = _status_kb("VmRSS")
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
@@ -104,6 +114,7 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
         after = await asyncio.to_thread(sim.requests)
         result["sim_requests"] = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
         result["sim_cpu_s"] = sim.cpu() - sim_cpu
+        result["prefect_server_cpu_s"] = sim.prefect_cpu() - prefect_cpu
     return result
 
 
@@ -235,7 +246,7 @@ async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
         return len(result.succeeded)
 
     await batch("warm", [path(-1)], 1, 0.1)
-    sim = SimProbe(spec["base_url"], spec.get("sim_pid"))
+    sim = SimProbe(spec["base_url"], spec.get("sim_pid"), spec.get("prefect_pid"))
     results: list[dict[str, Any]] = []
     offset = 0
     for n, concurrency in spec["points"]:
