@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
@@ -314,20 +314,43 @@ class CatalogEntry:
     media: MediaKind
     expected_seconds: float
     max_wait_seconds: float
+    image_field: str | None = None
+
+    def with_images(self, params: Mapping[str, Any], urls: Sequence[str]) -> dict[str, Any]:
+        """``params`` with uploaded image URLs in this route's image field (a list, or one URL).
+
+        Example:
+            >>> catalog_entry("wan-2.6", "i2v").with_images({"prompt": "p"}, ["https://b/x.png"])
+            {'prompt': 'p', 'image': 'https://b/x.png'}
+        """
+        if not urls:
+            return dict(params)
+        if self.image_field is None:
+            raise InvalidRequest(f"{self.model}/{self.operation} takes no input images", field="images")
+        if self.image_field in SINGLE_IMAGE_FIELDS:
+            if len(urls) != 1:
+                raise InvalidRequest(f"{self.model}/{self.operation} takes one input image", field="images")
+            return {**params, self.image_field: urls[0]}
+        return {**params, self.image_field: list(urls)}
 
     def build(self, params: Mapping[str, Any]) -> GenerationBody:
         """A validated request from a params dict (raises `InvalidRequest`)."""
         return self.request_type(**dict(params))
 
 
+SINGLE_IMAGE_FIELDS = ("image",)
+
+
 def _entry(cls: type[GenerationRequest], expected: float, max_wait: float) -> CatalogEntry:
-    return CatalogEntry(cls.MODEL, cls.OPERATION, cls, cls.MEDIA, expected, max_wait)
+    fields = cls.model_fields
+    image_field = next((f for f in ("images", "urls", "image") if f in fields), None)
+    return CatalogEntry(cls.MODEL, cls.OPERATION, cls, cls.MEDIA, expected, max_wait, image_field)
 
 
 CATALOG: Mapping[tuple[str, str], CatalogEntry] = {
     (e.model, e.operation): e
     for e in (
-        CatalogEntry("flux-2-pro", "edit", EditRequest, "image", 5.0, 600.0),
+        CatalogEntry("flux-2-pro", "edit", EditRequest, "image", 5.0, 600.0, "images"),
         _entry(Flux2ProGenerate, 5.0, 300.0),
         _entry(Flux2MaxGenerate, 10.0, 300.0),
         _entry(Flux2MaxEdit, 10.0, 300.0),

@@ -1,0 +1,307 @@
+"""Any StableStudio model from Prefect: `generate` (one image or video) with a model choice.
+
+The same picture as the edit flow, for every route of `stablestudio.catalog`:
+
+    params checked against the registry -> read inputs -> idempotency key -> reconcile with the intent store
+    -> upload inputs (paid) -> submit (paid at the quoted price, caps reserved before signing, payment
+    persisted before sending) -> job id persisted -> poll (video: minutes) -> download at once -> write
+    (extension from the content type) -> intent complete
+
+`edit_image` / `edit_images` stay the Flux 2 Pro edit flows; this module reuses their tasks (`upload_image`,
+`wait_for_job`) and their intent store.
+
+Example:
+    ```python
+    from flows.generate import generate
+
+    outcome = await generate(
+        "my-wallet", prompt="waves at dusk", destination="s3://renders/",
+        model="seedance", operation="t2v", params={"output_resolution": "480p"},
+    )
+    print(outcome.output_uri, outcome.thumbnail_uri, outcome.cost_usd)
+    ```
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from decimal import Decimal
+from typing import Annotated, Any
+
+import httpx
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from blocks.budget import current_flow_run_id, release_run_budget
+from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms, intent_key
+from flows.models import SavedResult
+from flows.storage import StorageOptions, content_type_for, join_uri, read_input, sha256_hex, write_bytes
+from flows.tasks import (
+    PaidJob,
+    WalletRef,
+    _retry_submit,
+    _retry_transient,
+    load_wallet,
+    upload_image,
+    wait_for_job,
+)
+from stablestudio import tls_context
+from stablestudio.catalog import CatalogEntry, MediaKind, catalog_entry
+from stablestudio.money import to_dollars
+
+__all__ = ["GenerationOutcome", "extension_for", "generate", "save_media", "submit_generation"]
+
+_RUN_HOOKS: list[Any] = [release_run_budget]
+# Content types a result may come in, and the extension it is saved under.
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+}
+_PLACEHOLDER_URL = "https://placeholder.invalid/input.png"
+
+
+def extension_for(content_type: str) -> str:
+    """The file extension a result of ``content_type`` is saved under.
+
+    Example:
+        >>> extension_for("video/mp4"), extension_for("image/gif; charset=binary")
+        ('mp4', 'gif')
+    """
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base in _EXTENSIONS:
+        return _EXTENSIONS[base]
+    guessed = mimetypes.guess_extension(base) if base else None
+    return guessed.lstrip(".") if guessed else "bin"
+
+
+class GenerationOutcome(BaseModel):
+    """One generation: what was asked, what it cost, where the result (and a video's thumbnail) went."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    operation: str
+    media: MediaKind
+    job_id: str
+    idempotency_key: str
+    cost_usd: Decimal = Field(description="The price quoted by StableStudio and paid for the job.")
+    upload_cost_usd: Decimal = Decimal(0)
+    paid_now: bool
+    transaction: str | None = None
+    output_uri: str
+    sha256: str
+    content_type: str
+    thumbnail_uri: str | None = None
+
+
+@task(
+    name="submit-generation",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=_retry_submit,
+)
+async def submit_generation(
+    wallet: WalletRef,
+    model: str,
+    operation: str,
+    body: dict[str, Any],
+    idempotency_key: str,
+    *,
+    intent_store: IntentStore | str | None = None,
+) -> PaidJob:
+    """Pay for and submit any generate route, at most once per idempotency key (as `submit_edit` does).
+
+    ``body`` is the validated wire body (``build_request(...).body()``). A job recorded under the key is
+    returned as is; a payment signed earlier is re-sent with the body it was signed for, never signed anew.
+
+    Example:
+        ```python
+        body = build_request("grok", "generate", {"prompt": "a lighthouse"}).body()
+        job = await submit_generation("my-wallet", "grok", "generate", body, key)
+        ```
+    """
+    logger = get_run_logger()
+    block = await load_wallet(wallet)
+    store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
+    fresh = PaymentIntent(key=idempotency_key, wallet=block.public_address)
+    intent = await store.get(idempotency_key) or fresh
+    if intent.job_id is not None:
+        logger.info("job %s already paid for under this key: resuming it", intent.job_id)
+        return PaidJob(
+            job_id=intent.job_id, idempotency_key=idempotency_key, payment=intent.payment,
+            transaction=intent.transaction,
+        )
+    resend = intent.payment if intent.status in ("signed", "unknown", "submitted") else None
+    if resend is not None and intent.request is not None:
+        body = intent.request  # the body this payment was signed for
+        logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
+    else:
+        pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
+        intent = await store.put(
+            intent.model_copy(update={"request": body, "status": "new", "payment": None, "pinned": pinned})
+        )
+    hooks = IntentHooks(store, intent)
+    async with block.get_client(hooks=hooks) as client:
+        job = await client.submit_generation(
+            model, operation, body, payment=resend, idempotency_key=idempotency_key
+        )
+    transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
+    await store.put(
+        hooks.intent.model_copy(
+            update={"status": "submitted", "job_id": job.job_id, "transaction": transaction or None}
+        )
+    )
+    amount = job.payment.amount_usd if job.payment else 0
+    logger.info("%s/%s job %s submitted ($%s quoted and paid)", model, operation, job.job_id, amount)
+    return PaidJob(
+        job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
+        transaction=transaction or None, paid_now=resend is None,
+    )
+
+
+@task(
+    name="save-media",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=_retry_transient,
+)
+async def save_media(
+    url: str,
+    folder: str,
+    stem: str,
+    *,
+    storage_options: StorageOptions | None = None,
+    download_timeout: float = 300.0,
+) -> SavedResult:
+    """Download a result (image or video) at once and write it as ``folder/stem.<ext>``, the extension
+    following the content type (the header, else the bytes).
+
+    Example:
+        ```python
+        saved = await save_media(result.video_url, "s3://renders/", "waves")   # s3://renders/waves.mp4
+        ```
+    """
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("result URL must be http(s)")
+    async with httpx.AsyncClient(
+        verify=tls_context(), timeout=download_timeout, follow_redirects=True
+    ) as http:
+        response = await http.get(url)
+        response.raise_for_status()
+        data = response.content
+    content_type = response.headers.get("content-type", "").split(";", 1)[0] or content_type_for(data)
+    destination = join_uri(folder, f"{stem}.{extension_for(content_type)}")
+    await write_bytes(data, destination, storage_options)
+    digest = sha256_hex(data)
+    get_run_logger().info("saved %d bytes (%s) to %s", len(data), content_type, destination)
+    return SavedResult(uri=destination, sha256=digest, size=len(data), content_type=content_type)
+
+
+def _check_params(entry: CatalogEntry, prompt: str, params: dict[str, Any], n_images: int) -> None:
+    """Validate before anything is read, uploaded or paid (input images stand in as placeholder URLs)."""
+    placeholders = [_PLACEHOLDER_URL] * n_images
+    entry.build(entry.with_images({**params, "prompt": prompt}, placeholders))
+
+
+@flow(
+    name="generate",
+    on_completion=_RUN_HOOKS, on_failure=_RUN_HOOKS, on_cancellation=_RUN_HOOKS, on_crashed=_RUN_HOOKS,
+)
+async def generate(
+    wallet_block: str,
+    prompt: Annotated[str, Field(min_length=1, max_length=10_000, description="What to make.")],
+    destination: Annotated[str, Field(description="Folder for the result: a local path or fsspec URL.")],
+    model: str = "flux-2-pro",
+    operation: str = "generate",
+    params: dict[str, Any] | None = None,
+    images: list[str] | None = None,
+    output_name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    intent_store_url: str | None = None,
+    max_wait_seconds: float | None = None,
+    expected_job_seconds: float | None = None,
+) -> GenerationOutcome:
+    """Generate one image or video with any catalogued model, paying the quoted price once.
+
+    Args:
+        wallet_block: name of a saved `StableStudioWallet` block.
+        prompt: the prompt.
+        destination: folder for the result; a video's thumbnail is saved beside it as ``<name>-thumbnail``.
+        model, operation: a route of `stablestudio.catalog.CATALOG`, e.g. ``("nano-banana-pro", "generate")``,
+            ``("veo-3.1", "generate")``, ``("seedance", "i2v")``.
+        params: the model's parameters, Python or wire names (``aspect_ratio`` or ``aspectRatio``); checked
+            against the registry before anything is paid.
+        images: input images (paths or fsspec URLs) for edit / image-to-video routes; uploaded ($0.01 each).
+        output_name: file name without extension; default ``<model>-<operation>-<job id>``.
+        storage_options: fsspec options for inputs and destination.
+        idempotency_key: ask deliberately for a second, paid, generation of the same inputs.
+        intent_store_url: where payment intents live (default under PREFECT_HOME).
+        max_wait_seconds, expected_job_seconds: poll deadline and typical turnaround; default the registry's
+            (videos: minutes).
+
+    Raises:
+        InvalidRequest: unknown route or invalid params (nothing paid).
+    """
+    logger = get_run_logger()
+    entry = catalog_entry(model, operation)
+    params = dict(params or {})
+    _check_params(entry, prompt, params, len(images or []))
+    wallet = await load_wallet(wallet_block)
+    await wallet.ensure_budget_limits(current_flow_run_id())
+    store = IntentStore(intent_store_url, storage_options)
+    inputs = [await read_input(uri, storage_options) for uri in images or []]
+    key = intent_key(
+        f"{model}/{operation}",
+        wallet.public_address,
+        inputs=[(i.uri, i.sha256) for i in inputs],
+        params={"prompt": prompt, **params},
+        user_key=idempotency_key,
+    )
+    intent = await store.get(key) or PaymentIntent(key=key, wallet=wallet.public_address)
+    upload_cost = 0
+    blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
+    need_upload = len(blob_urls) != len(inputs) or not all(blob_urls)
+    if intent.job_id is None and intent.payment is None and need_upload:
+        uploaded = [await upload_image(wallet, image, storage_options=storage_options) for image in inputs]
+        upload_cost = sum(u.cost for u in uploaded)
+        blob_urls = [u.blob_url for u in uploaded]
+        records = [
+            {"uri": i.uri, "sha256": i.sha256, "blob_url": b} for i, b in zip(inputs, blob_urls, strict=True)
+        ]
+        intent = await store.put(intent.model_copy(update={"inputs": records}))
+    body = entry.build(entry.with_images({**params, "prompt": prompt}, blob_urls)).body()
+
+    paid = await submit_generation(wallet, model, operation, body, key, intent_store=store)
+    result = await wait_for_job(
+        wallet, paid.job_id,
+        max_wait_seconds=max_wait_seconds or entry.max_wait_seconds,
+        expected_seconds=expected_job_seconds or entry.expected_seconds,
+    )
+    if not result.media_url:
+        raise RuntimeError(f"job {paid.job_id} completed without a result URL")
+    stem = output_name or f"{model}-{operation}-{paid.job_id}"
+    saved = await save_media(result.media_url, destination, stem, storage_options=storage_options)
+    thumbnail = None
+    if result.thumbnail_url:
+        thumbnail = await save_media(
+            result.thumbnail_url, destination, f"{stem}-thumbnail", storage_options=storage_options
+        )
+    latest = await store.get(key) or intent
+    done = {"status": "complete", "output_uri": saved.uri, "output_sha256": saved.sha256}
+    await store.put(latest.model_copy(update=done))
+    logger.info("%s/%s saved to %s", model, operation, saved.uri)
+    return GenerationOutcome(
+        model=model, operation=operation, media=entry.media, job_id=paid.job_id, idempotency_key=key,
+        cost_usd=to_dollars(paid.cost), upload_cost_usd=to_dollars(upload_cost), paid_now=paid.paid_now,
+        transaction=paid.transaction, output_uri=saved.uri, sha256=saved.sha256,
+        content_type=saved.content_type, thumbnail_uri=thumbnail.uri if thumbnail else None,
+    )
