@@ -36,7 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks.budget import current_flow_run_id, release_run_budget
 from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms, intent_key
 from flows.models import SavedResult
-from flows.storage import StorageOptions, content_type_for, join_uri, read_input, sha256_hex, write_bytes
+from flows.storage import (
+    StorageOptions,
+    content_type_for,
+    exists_with_checksum,
+    join_uri,
+    read_input,
+    sha256_hex,
+    write_bytes,
+)
 from flows.tasks import (
     PaidJob,
     WalletRef,
@@ -97,7 +105,9 @@ class GenerationOutcome(BaseModel):
     output_uri: str
     sha256: str
     content_type: str
-    thumbnail_uri: str | None = None
+    thumbnail_uri: str | None = Field(
+        default=None, description="A video's thumbnail; None for images and for a result reused from a rerun."
+    )
 
 
 @task(
@@ -205,6 +215,23 @@ async def save_media(
     return SavedResult(uri=destination, sha256=digest, size=len(data), content_type=content_type)
 
 
+async def _reuse(
+    intent: PaymentIntent, entry: CatalogEntry, storage_options: StorageOptions | None
+) -> GenerationOutcome | None:
+    """The recorded outcome when this generation is complete and its file is intact (a rerun after the result
+    URL expired must not download again); None to carry on."""
+    if intent.status != "complete" or not intent.job_id or not intent.output_uri or not intent.output_sha256:
+        return None
+    if not await exists_with_checksum(intent.output_uri, intent.output_sha256, storage_options):
+        return None
+    return GenerationOutcome(
+        model=entry.model, operation=entry.operation, media=entry.media, job_id=intent.job_id,
+        idempotency_key=intent.key, cost_usd=to_dollars(intent.payment.amount if intent.payment else 0),
+        paid_now=False, transaction=intent.transaction, output_uri=intent.output_uri,
+        sha256=intent.output_sha256, content_type=content_type_for(b"", intent.output_uri),
+    )
+
+
 def _check_params(entry: CatalogEntry, prompt: str, params: dict[str, Any], n_images: int) -> None:
     """Validate before anything is read, uploaded or paid (input images stand in as placeholder URLs)."""
     placeholders = [_PLACEHOLDER_URL] * n_images
@@ -267,6 +294,11 @@ async def generate(
         user_key=idempotency_key,
     )
     intent = await store.get(key) or PaymentIntent(key=key, wallet=wallet.public_address)
+    reused = await _reuse(intent, entry, storage_options)
+    if reused is not None:
+        logger.info("%s/%s already done (job %s): reused %s", model, operation,
+                    intent.job_id, reused.output_uri)
+        return reused
     upload_cost = 0
     blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
     need_upload = len(blob_urls) != len(inputs) or not all(blob_urls)

@@ -40,8 +40,12 @@ async def test_image_model_edit_saves_the_result_and_a_rerun_pays_nothing(
     assert hashlib.sha256(written).hexdigest() == outcome.sha256
     assert Image.open(io.BytesIO(written)).size[0] > Image.open(io.BytesIO(written)).size[1]  # 4:3
 
+    before = sim.state()["counters"]["requests"]
     again = await generate(**kwargs)
     assert again.job_id == outcome.job_id and not again.paid_now
+    assert (again.output_uri, again.sha256) == (outcome.output_uri, outcome.sha256)
+    # A rerun trusts the record and the intact file: no download (the URL may have expired by then).
+    assert sim.state()["counters"]["requests"].get("GET /blobs") == before.get("GET /blobs")
     assert len(payments(sim, wallet.address)) == 2  # still one upload and one generation
 
 
