@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from stablestudio.catalog import GenerationBody
 from stablestudio.client import StableStudioClient
 from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
 from stablestudio.payment import Payment
@@ -74,6 +75,12 @@ class StableStudio:
     ) -> SubmittedJob:
         """See `StableStudioClient.submit_edit`."""
         return self._run(self.client.submit_edit(request, payment=payment, idempotency_key=idempotency_key))
+
+    def generate(
+        self, request: GenerationBody, *, payment: Payment | None = None, idempotency_key: str | None = None
+    ) -> SubmittedJob:
+        """See `StableStudioClient.generate`."""
+        return self._run(self.client.generate(request, payment=payment, idempotency_key=idempotency_key))
 
     def get_job(self, job_id: str) -> Job:
         """See `StableStudioClient.get_job`."""

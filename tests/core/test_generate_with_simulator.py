@@ -89,3 +89,13 @@ async def test_the_servers_early_validation_speaks_where_the_client_is_lenient(
             await c.generate(request)
         assert c.stats.payments_signed == 0
     assert caught.value.issues and caught.value.issues[0]["path"] == ["image"]
+
+
+def test_blocking_facade_generates_too(sim: Simulator, key: str) -> None:
+    from stablestudio.sync import StableStudio
+
+    with StableStudio(key, base_url=sim.base_url, blob_api_url=sim.blob_api_url) as studio:
+        job = studio.generate(build_request("gpt-image-2", "generate", {"prompt": "p", "quality": "low"}))
+        result = studio.wait_for_job(job.job_id, expected_seconds=0.3)
+        assert result.image_url is not None and studio.download(result.image_url)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert job.payment is not None and job.payment.amount == 10_000
