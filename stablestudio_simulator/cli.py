@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8402, help="port to bind; 0 picks a free one (default 8402)"
     )
     parser.add_argument("--latency", type=float, default=5.0, help="seconds a job takes (default 5)")
+    parser.add_argument(
+        "--video-latency", type=float, default=60.0, help="seconds a video job takes (default 60)"
+    )
     parser.add_argument("--jitter", type=float, default=0.2, help="relative latency spread (default 0.2)")
     parser.add_argument(
         "--fund",
@@ -82,6 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         host=args.host,
         port=args.port,
         latency_seconds=args.latency,
+        video_latency_seconds=args.video_latency,
         jitter=args.jitter,
         funded=dict(args.fund),
         faults=tuple(parse_fault_spec(args.faults)) if args.faults else (),

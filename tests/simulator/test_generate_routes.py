@@ -128,3 +128,10 @@ async def test_video_job_has_a_gif_and_a_png_thumbnail(
         assert Image.open(io.BytesIO(thumb.content)).format == "PNG"
     payments = [(p["route"], p["amount"]) for p in sim.state()["ledger"]["payments"]]
     assert payments == [("upload", 10_000), ("seedance/i2v", 330_000)]
+
+
+def test_video_latency_on_the_command_line() -> None:
+    from stablestudio_simulator.cli import build_parser, settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(["--video-latency", "2.5"]))
+    assert settings.video_latency_seconds == 2.5
