@@ -11,6 +11,7 @@ from PIL import Image
 
 from stablestudio import (
     InvalidRequest,
+    JobFailed,
     PolicyRefused,
     StableStudioClient,
     WalletPolicy,
@@ -18,7 +19,9 @@ from stablestudio import (
     catalog_entry,
 )
 from stablestudio.catalog import GrokGenerate, SeedanceT2V, Veo31Generate
+from stablestudio.sync import StableStudio
 from stablestudio_simulator import Simulator
+from stablestudio_simulator.faults import FaultRule
 
 
 def ledger_for(sim: Any, address: str) -> list[tuple[str, int]]:
@@ -92,10 +95,30 @@ async def test_the_servers_early_validation_speaks_where_the_client_is_lenient(
 
 
 def test_blocking_facade_generates_too(sim: Simulator, key: str) -> None:
-    from stablestudio.sync import StableStudio
-
     with StableStudio(key, base_url=sim.base_url, blob_api_url=sim.blob_api_url) as studio:
         job = studio.generate(build_request("gpt-image-2", "generate", {"prompt": "p", "quality": "low"}))
         result = studio.wait_for_job(job.job_id, expected_seconds=0.3)
         assert result.image_url is not None and studio.download(result.image_url)[:8] == b"\x89PNG\r\n\x1a\n"
     assert job.payment is not None and job.payment.amount == 10_000
+
+
+async def test_a_lost_video_reply_is_paid_once_and_a_failed_job_is_reported(
+    make_sim: Any, key: str, fresh_account: LocalAccount
+) -> None:
+    flaky = make_sim(
+        video_latency_seconds=0.3,
+        faults=(
+            FaultRule(route="sora-2/generate", kind="reset_after_settlement", nth=(1,)),
+            FaultRule(route="generate", kind="job_failure", nth=(2,)),
+        ),
+    )
+    async with client(flaky, key, resend_backoff=0.01) as c:
+        # The connection drops after the server settled: the re-sent payment is a replay, the job is found.
+        job = await c.generate(build_request("sora-2", "generate", {"prompt": "a lost reply"}))
+        assert job.resumed
+        result = await c.wait_for_job(job.job_id, expected_seconds=0.3)
+        assert result.video_url and result.thumbnail_url
+        failing = await c.generate(build_request("sora-2", "generate", {"prompt": "fails"}))
+        with pytest.raises(JobFailed):
+            await c.wait_for_job(failing.job_id, expected_seconds=0.3)
+    assert ledger_for(flaky, fresh_account.address) == [("sora-2/generate", 400_000)] * 2
