@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from prefect.utilities.callables import parameter_schema
 
 from flows.generate import extension_for, generate
 from stablestudio import InvalidRequest
@@ -86,3 +87,10 @@ def test_extensions_follow_the_content_type() -> None:
     assert [extension_for(t) for t in ("image/png", "image/jpeg", "video/mp4", "image/gif", "")] == [
         "png", "jpg", "mp4", "gif", "bin",
     ]
+
+
+def test_the_flow_takes_a_model_choice_as_deployment_parameters() -> None:
+    properties = parameter_schema(generate.fn).model_dump()["properties"]
+    assert properties["model"]["default"] == "flux-2-pro"
+    assert properties["operation"]["default"] == "generate"
+    assert {"params", "images", "max_wait_seconds"} <= set(properties)
