@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -31,14 +32,13 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from bench.procs import (
-    PrefectServer,
     SimulatorProcess,
-    prefect_server,
+    prefect_env,
     process_cpu_seconds,
     simulator_process,
 )
@@ -71,7 +71,11 @@ def _children_cpu() -> float:
 
 def _prefect(args: list[str], env: dict[str, str]) -> None:
     subprocess.run(
-        [sys.executable, "-m", "prefect", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+        [sys.executable, "-m", "prefect", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
         timeout=300,
     )
 
@@ -103,11 +107,23 @@ def _make_inputs(folder: Path, count: int) -> None:
         (folder / f"in-{i:05d}.png").write_bytes(data)
 
 
+class ApiServer(Protocol):
+    """What a point needs of Prefect's server: its URL, its process and the environment to reach it."""
+
+    api_url: str
+
+    @property
+    def pid(self) -> int: ...
+
+    def ready(self, timeout: float = 120) -> dict[str, str]: ...
+
+
 def run_point(
-    workers: int, sizes: Sizes, server: PrefectServer, sim: SimulatorProcess, work: Path, logs: Path
+    workers: int, sizes: Sizes, server: ApiServer, sim: SimulatorProcess, work: Path, logs: Path
 ) -> dict[str, Any]:
     """W workers drain one sharded job of `sizes.images` images; measure it."""
     env = server.ready() | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    load_before = os.getloadavg()[0]
     source, dest = work / f"in-{workers}", work / f"out-{workers}"
     _make_inputs(source, sizes.images)
     procs: list[subprocess.Popen[bytes]] = []
@@ -119,9 +135,24 @@ def run_point(
             log = (logs / f"worker-{workers}-{i}.log").open("wb")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--limit", "1",
-                     "--name", f"w{workers}-{i}"],
-                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "worker",
+                        "start",
+                        "--pool",
+                        POOL,
+                        "--limit",
+                        "1",
+                        "--name",
+                        f"w{workers}-{i}",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )
         deadline = time.monotonic() + 120
@@ -130,12 +161,23 @@ def run_point(
                 raise RuntimeError(f"{workers} workers not online; see {logs}")
             time.sleep(0.5)
         spec = {
-            "base_url": sim.base_url, "blob_api_url": sim.blob_api_url, "source": str(source),
-            "dest": str(dest), "shards": workers, "concurrency": sizes.concurrency, "latency": sizes.latency,
+            "base_url": sim.base_url,
+            "blob_api_url": sim.blob_api_url,
+            "source": str(source),
+            "dest": str(dest),
+            "shards": workers,
+            "concurrency": sizes.concurrency,
+            "latency": sizes.latency,
         }
         done = subprocess.run(
-            [sys.executable, "-m", "bench.scaleout", "--parent"], input=json.dumps(spec), cwd=ROOT, env=env,
-            capture_output=True, text=True, timeout=3600, check=False,
+            [sys.executable, "-m", "bench.scaleout", "--parent"],
+            input=json.dumps(spec),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
         )
         (logs / f"parent-{workers}.log").write_text(done.stderr)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -177,6 +219,9 @@ def run_point(
         "cpu_server_s": process_cpu_seconds(server.pid) - server_cpu,
         "cpu_sim_s": sim.cpu_seconds() - sim_cpu,
         "shard_workers": parent["shard_workers"],
+        # Other processes on the machine show here (1-minute load average, before and after the point).
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
     }
 
 
@@ -198,25 +243,45 @@ async def _parent(spec: dict[str, Any]) -> dict[str, Any]:
 
     account = Account.create()
     wallet = StableStudioWallet(
-        private_key="0x" + bytes(account.key).hex(), base_url=spec["base_url"],
-        blob_api_url=spec["blob_api_url"], max_usd_per_run=Decimal(1000), max_usd_per_day=Decimal(100000),
+        private_key="0x" + bytes(account.key).hex(),
+        base_url=spec["base_url"],
+        blob_api_url=spec["blob_api_url"],
+        max_usd_per_run=Decimal(1000),
+        max_usd_per_day=Decimal(100000),
     )
     name = f"scaleout-{os.getpid()}-{time.time_ns()}"
     await wallet.save(name, overwrite=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
     report = await edit_sharded(
-        name, spec["dest"], PROMPT, source_prefix=spec["source"], shards=spec["shards"],
-        max_concurrency=spec["concurrency"], expected_job_seconds=spec["latency"], poll_seconds=1.0,
+        name,
+        spec["dest"],
+        PROMPT,
+        source_prefix=spec["source"],
+        shards=spec["shards"],
+        max_concurrency=spec["concurrency"],
+        expected_job_seconds=spec["latency"],
+        poll_seconds=1.0,
         fail_on_error=False,
     )
     wall = time.perf_counter() - wall0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime - cpu0, "address": account.address,
-        "edited": report.edited, "failed": report.failed + report.missing, "spent_usd": str(report.spent_usd),
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu0,
+        "address": account.address,
+        "edited": report.edited,
+        "failed": report.failed + report.missing,
+        "spent_usd": str(report.spent_usd),
         "shard_workers": sorted({s.worker for s in report.shard_runs if s.worker}),
     }
+
+
+def _deploy(env: dict[str, str]) -> None:
+    _prefect(["work-pool", "create", POOL, "--type", "process"], env)
+    _prefect(
+        ["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "edit-shard"], env
+    )
 
 
 def run(sizes: Sizes, progress: Any = print) -> dict[str, Any]:
@@ -224,25 +289,131 @@ def run(sizes: Sizes, progress: Any = print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="stablestudio-scaleout-") as tmp:
         work, logs = Path(tmp), Path(tmp) / "logs"
         logs.mkdir()
-        with simulator_process(sizes.latency) as sim, prefect_server(str(work / "prefect")) as server:
-            env = server.ready()
-            progress("deploying edit-shard on a process pool")
-            _prefect(["work-pool", "create", POOL, "--type", "process"], env)
-            _prefect(
-                ["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
-                 "edit-shard"],
-                env,
-            )
-            points = []
-            for workers in sizes.workers:
-                progress(f"{workers} workers, {sizes.images} images")
-                points.append(run_point(workers, sizes, server, sim, work, logs))
-                progress(f"  {points[-1]['wall_s']:.1f} s, {points[-1]['edited']} edited")
+        server = LoggedServer(str(work / "prefect"), logs / "server.log")
+        try:
+            with simulator_process(sizes.latency) as sim:
+                progress("deploying edit-shard on a process pool")
+                _deploy(server.ready())
+                points = []
+                for workers in sizes.workers:
+                    progress(f"{workers} workers, {sizes.images} images")
+                    points.append(run_point(workers, sizes, server, sim, work, logs))
+                    progress(f"  {points[-1]['wall_s']:.1f} s, {points[-1]['edited']} edited")
+        finally:
+            _stop([server.proc])
+        locked = (logs / "server.log").read_text(errors="replace").count("database is locked")
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "sizes": asdict(sizes),
         "points": points,
+        "server_database_locked_errors": locked,
+    }
+
+
+class LoggedServer:
+    """Prefect's API server (no UI) in a child process, like `bench.procs.PrefectServer`, logging to a file.
+
+    `bench.procs.PrefectServer` pipes the server's stderr and reads it only at exit: under two workers the
+    SQLite "database is locked" tracebacks filled the pipe and the server froze in a write (measured here).
+    A file never fills. `access_log` adds a line per request (for `--api-calls`; it costs server CPU).
+    """
+
+    def __init__(self, home: str, log: Path, *, access_log: bool = False) -> None:
+        self.env = prefect_env(home)
+        port = _free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        server_env = dict(self.env)
+        self.env["PREFECT_API_URL"] = self.api_url
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "info",
+                "--access-log",
+                "--lifespan",
+                "on",
+            ],
+            env=server_env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.proc.pid
+
+    def ready(self, timeout: float = 120) -> dict[str, str]:
+        """Wait until the API answers; return the environment for processes that use it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return dict(self.env)
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect's server did not start; see {self.log}")
+            time.sleep(0.25)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_ACCESS = re.compile(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?"]*)')
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def api_calls(images: int, latency: float, progress: Any = print) -> dict[str, Any]:
+    """Prefect API requests per edit, by route, for one worker over `images` images (uvicorn access log).
+
+    Task-run states travel as events over one websocket (`/api/events/in`), so they show as one request
+    here; the server still spends CPU on each of them.
+    """
+    sizes = Sizes(images=images, workers=(1,), concurrency=64, latency=latency)
+    with tempfile.TemporaryDirectory(prefix="stablestudio-apicalls-") as tmp:
+        work, logs = Path(tmp), Path(tmp) / "logs"
+        logs.mkdir()
+        server = LoggedServer(str(work / "prefect"), logs / "server.log", access_log=True)
+        try:
+            with simulator_process(latency) as sim:
+                _deploy(server.ready())
+                mark = (logs / "server.log").stat().st_size
+                progress(f"1 worker, {images} images, access log on")
+                point = run_point(1, sizes, server, sim, work, logs)
+        finally:
+            _stop([server.proc])
+        with (logs / "server.log").open("rb") as handle:
+            handle.seek(mark)
+            text = handle.read().decode(errors="replace")
+    counts: dict[str, int] = {}
+    for method, path in _ACCESS.findall(text):
+        route = f"{method} {_UUID.sub('{id}', path)}"
+        counts[route] = counts.get(route, 0) + 1
+    edits = point["edited"] or 1
+    return {
+        "images": images,
+        "edited": point["edited"],
+        "cpu_server_ms_per_edit": 1000 * point["cpu_server_s"] / edits,
+        "calls_per_edit": {route: n / edits for route, n in sorted(counts.items(), key=lambda kv: -kv[1])},
+        "calls_total": sum(counts.values()),
     }
 
 
@@ -280,8 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the JSON result")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     parser.add_argument("--from", dest="saved", metavar="FILE", help="render a saved result")
+    parser.add_argument(
+        "--api-calls", action="store_true", help="Prefect API requests per edit, by route (1 worker)"
+    )
     parser.add_argument("--parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.api_calls:
+        calls = api_calls(args.images or 200, 1.0 if args.quick else FULL.latency)
+        print(json.dumps(calls, indent=1))
+        return 0
     if args.parent:
         print(json.dumps(asyncio.run(_parent(json.loads(sys.stdin.read())))))
         return 0

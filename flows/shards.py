@@ -50,6 +50,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments.flow_runs import arun_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
@@ -217,6 +218,17 @@ async def _run_shard(
     return seen, record.outcomes
 
 
+async def _check_deployment(name: str) -> None:
+    async with get_client() as client:
+        try:
+            await client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(
+                f"no deployment {name!r} to run the shards: deploy it (prefect deploy --prefect-file "
+                "deployments/prefect.yaml --name edit-shard) or serve it (deployments/serve.py)"
+            ) from None
+
+
 async def _wait(client: Any, run: FlowRun, poll_seconds: float, max_wait_seconds: float | None) -> FlowRun:
     loop = asyncio.get_running_loop()
     deadline = None if max_wait_seconds is None else loop.time() + max_wait_seconds
@@ -293,6 +305,8 @@ async def edit_sharded(
         "%d images: %d already done, %d to edit in %d shards",
         len(wanted), skipped, len(wanted) - skipped, sum(1 for s in plan if s.items),
     )
+    if any(s.items for s in plan):
+        await _check_deployment(shard_deployment)
     records_url = join_uri(destination, SHARDS_FOLDER)
     parameters: dict[str, Any] = {
         "wallet_block": wallet_block, "destination": destination, "prompt": prompt,
