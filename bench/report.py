@@ -161,8 +161,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured with `python -m bench{' --quick' if meta['mode'] == 'quick' else ''}` on "
         f"{meta['cpus']} shared cores ({meta['finished_at']}); batch of {sizes['batch_n']} edits, "
-        f"{sizes['batch_concurrency']} at once, simulator latency {sizes['latency']:g} s "
-        f"(±{sizes['jitter']:.0%}).",
+        f"{sizes['batch_concurrency']} at once, jobs of {sizes['latency']:g} s "
+        f"(±{sizes.get('batch_jitter', sizes['jitter']):.0%} in the batch, "
+        f"±{sizes['jitter']:.0%} in the scale rows); load average at the end "
+        f"{meta['load_avg_at_end'][0]:.1f}.",
         "",
         "| figure | goal | measured | |",
         "| --- | --- | --- | --- |",
