@@ -9,6 +9,7 @@ Example:
 """
 
 from flows.edit import EditBatchFailed, EditFailed, edit_image, edit_image_sync, edit_images, edit_images_sync
+from flows.generate import GenerationOutcome, generate, save_media, submit_generation
 from flows.intents import IntentStore, PaymentIntent, intent_key
 from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, SavedResult, UnreconciledPayment
 from flows.reconcile import UploadFailedAfterPaying
@@ -21,6 +22,7 @@ __all__ = [
     "EditItem",
     "EditOptions",
     "EditOutcome",
+    "GenerationOutcome",
     "IntentStore",
     "PaidJob",
     "PaymentIntent",
@@ -32,9 +34,12 @@ __all__ = [
     "edit_image_sync",
     "edit_images",
     "edit_images_sync",
+    "generate",
     "intent_key",
+    "save_media",
     "save_result",
     "submit_edit",
+    "submit_generation",
     "upload_image",
     "wait_for_job",
 ]
