@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from eth_account import Account
 from prefect.blocks.abstract import CredentialsBlock
@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
 from stablestudio.money import to_atomic
-from stablestudio.policy import BASE_MAINNET, WalletPolicy
+from stablestudio.policy import BASE_MAINNET, TEMPO_MAINNET_CHAIN_ID, TEMPO_USDC_E, WalletPolicy
 
 if TYPE_CHECKING:
     from stablestudio.client import StableStudioClient
@@ -96,6 +96,34 @@ class StableStudioWallet(CredentialsBlock):
         title="Allowed payTo addresses",
         description="Recipients the wallet pays; empty allows any valid address.",
     )
+    payment_method: Literal["x402", "mpp", "auto"] = Field(
+        default="x402",
+        title="Payment method",
+        description=(
+            "x402 (USDC on Base), mpp (MPP charge on Tempo) or auto: of the offers the policy allows, the "
+            "one with the lower amount, x402 first on ties. The same key, caps and records apply to both."
+        ),
+    )
+    mpp_currencies: list[str] = Field(
+        default_factory=lambda: [TEMPO_USDC_E],
+        title="MPP currencies",
+        description="TIP-20 tokens the wallet pays MPP charges in (default USDC.e on Tempo mainnet).",
+    )
+    mpp_chain_ids: list[int] = Field(
+        default_factory=lambda: [TEMPO_MAINNET_CHAIN_ID],
+        title="MPP chain ids",
+        description="Tempo chains the wallet pays MPP charges on (4217 is Tempo mainnet).",
+    )
+    mpp_recipients: list[str] | None = Field(
+        default=None,
+        title="Allowed MPP recipients",
+        description="Recipients of MPP charges; empty allows any valid address.",
+    )
+    tempo_rpc_url: str | None = Field(
+        default=None,
+        title="Tempo RPC URL",
+        description="RPC asked for chain id and gas before signing an MPP charge; empty: Tempo mainnet's.",
+    )
     max_usd_per_call: Decimal = _usd_field(
         Decimal("0.50"), "Cap per call (USD)", "Largest single payment, in USD."
     )
@@ -156,6 +184,10 @@ class StableStudioWallet(CredentialsBlock):
             allowed_networks=frozenset(self.allowed_networks),
             allowed_pay_to=None if not self.allowed_pay_to else frozenset(self.allowed_pay_to),
             max_amount_per_call=to_atomic(self.max_usd_per_call),
+            payment_method=self.payment_method,
+            mpp_currencies=frozenset(self.mpp_currencies),
+            mpp_chain_ids=frozenset(self.mpp_chain_ids),
+            mpp_recipients=None if not self.mpp_recipients else frozenset(self.mpp_recipients),
         )
 
     def caps(self) -> dict[CapName, int | None]:
@@ -233,7 +265,7 @@ class StableStudioWallet(CredentialsBlock):
             policy=self.policy(),
             hooks=bound,
             blob_api_url=self.blob_api_url,
-            **client_kwargs,
+            **{"tempo_rpc_url": self.tempo_rpc_url, **client_kwargs},
         )
 
     @classmethod

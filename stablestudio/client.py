@@ -79,6 +79,8 @@ class StableStudioClient:
         max_upload_bytes: uploads larger than this are refused before paying.
         resend_attempts: extra sends of the same signed header after an ambiguous failure.
         resend_backoff: seconds before the first re-send (grows linearly).
+        tempo_rpc_url: Tempo RPC asked before signing an MPP charge (`policy.payment_method` "mpp" or
+            "auto"); default `$STABLESTUDIO_TEMPO_RPC_URL` or https://rpc.tempo.xyz.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class StableStudioClient:
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
+        tempo_rpc_url: str | None = None,
     ) -> None:
         self._account = load_account(private_key)
         self.base_url = check_url(
@@ -119,6 +122,7 @@ class StableStudioClient:
             self.hooks,
             resend_attempts=resend_attempts,
             resend_backoff=resend_backoff,
+            tempo_rpc_url=tempo_rpc_url,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------

@@ -24,19 +24,12 @@ from stablestudio.errors import (
     StableStudioError,
     UpstreamError,
 )
+from stablestudio.mpp import choose_quote, sign_charge
+from stablestudio.mpp_challenge import decode_receipt
 from stablestudio.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
 from stablestudio.policy import WalletPolicy
 from stablestudio.session import Session
-from stablestudio.x402 import (
-    PaymentRequired,
-    Quote,
-    choose_requirement,
-    decode_payment_required,
-    decode_settlement,
-    payment_identifier_for,
-    payment_required_from_json,
-    sign_payment,
-)
+from stablestudio.x402 import decode_settlement, payment_identifier_for, sign_payment
 
 __all__ = ["FindExisting", "PaidResponse", "PaymentFlow"]
 
@@ -67,7 +60,9 @@ class PaymentFlow:
         *,
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
+        tempo_rpc_url: str | None = None,
     ) -> None:
+        self.tempo_rpc_url = tempo_rpc_url
         self.session = session
         self.policy = policy
         self.hooks = hooks
@@ -102,17 +97,14 @@ class PaymentFlow:
         response = await self._unpaid(kind, url, content)
         if response.is_success:
             return PaidResponse(data=_json(response), payment=None, settlement=None)
-        payment_required = self._payment_required(response)
-        quote = Quote(
-            requirement=choose_requirement(payment_required, self.policy),
-            payment_required=payment_required,
-            resource_url=url,
-            body_sha256=body_sha256,
-        )
+        quote = choose_quote(response, self.policy, url, body_sha256)
         await self.hooks.before_signing(quote)
-        signed = sign_payment(
-            self.session.account, quote, payment_identifier=payment_identifier_for(idempotency_key, url)
-        )
+        if quote.mpp is not None:
+            signed = await sign_charge(self.session.account, quote, rpc_url=self.tempo_rpc_url)
+        else:
+            signed = sign_payment(
+                self.session.account, quote, payment_identifier=payment_identifier_for(idempotency_key, url)
+            )
         self.session.stats.payments_signed += 1
         await self.hooks.after_signing(signed)
         return await self._send_signed(kind, url, content, body, signed, resend=False, find=find_existing)
@@ -140,13 +132,6 @@ class PaymentFlow:
             raise_for_status(response, f"POST {url}")
         return response
 
-    @staticmethod
-    def _payment_required(response: httpx.Response) -> PaymentRequired:
-        header = response.headers.get("payment-required")
-        if header:
-            return decode_payment_required(header)
-        return payment_required_from_json(_json_or_none(response))
-
     async def _send_signed(
         self,
         kind: str,
@@ -158,7 +143,7 @@ class PaymentFlow:
         resend: bool,
         find: FindExisting | None,
     ) -> PaidResponse:
-        headers = {"PAYMENT-SIGNATURE": payment.header}
+        headers = payment.request_headers
         last_problem = "no reply"
         for attempt in range(1 + self.resend_attempts):
             if attempt:
@@ -192,10 +177,12 @@ class PaymentFlow:
         self, payment: Payment, response: httpx.Response, body: Any, find: FindExisting | None
     ) -> PaidResponse:
         settlement: Settlement | None = None
-        header = response.headers.get("payment-response")
+        header = response.headers.get("payment-receipt" if payment.method == "mpp" else "payment-response")
         if header:
             try:
-                settlement = decode_settlement(header)
+                settlement = (
+                    decode_receipt(header, payment) if payment.method == "mpp" else decode_settlement(header)
+                )
             except ProtocolError:
                 settlement = None  # money moved; a bad receipt must not turn success into failure
         try:
@@ -273,6 +260,9 @@ def _refusal_reason(response: httpx.Response) -> str:
     code = error_code(response)
     if code:
         return code
+    problem = _json_or_none(response)
+    if isinstance(problem, dict) and isinstance(problem.get("type"), str):
+        return str(problem["type"]).rstrip("/").rsplit("/", 1)[-1]  # an MPP problem-details refusal
     for name, key in (("payment-response", "errorReason"), ("payment-required", "error")):
         header = response.headers.get(name)
         if header:

@@ -23,16 +23,20 @@ __all__ = ["NoHooks", "Payment", "PaymentHooks", "PaymentOutcome", "Settlement"]
 
 
 class Payment(BaseModel):
-    """One signed EIP-3009 authorization, ready to send (or re-send) as `PAYMENT-SIGNATURE`.
+    """One signed payment, ready to send (or re-send): an x402 EIP-3009 authorization (`PAYMENT-SIGNATURE`)
+    or an MPP Tempo charge credential (`Authorization: Payment ...`, `method="mpp"`).
 
-    The nonce is unique, so the same header can move money at most once: re-sending it is always safe,
-    signing a new one for the same call is not. It never contains the key.
+    The nonce is unique (for MPP it is the signed transaction's hash), so the same header can move money at
+    most once: re-sending it is always safe, signing a new one for the same call is not. It never contains the
+    key.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    header: str = Field(repr=False, description="The encoded PAYMENT-SIGNATURE value.")
-    nonce: str = Field(description="0x + 64 hex: the EIP-3009 nonce.")
+    header: str = Field(
+        repr=False, description="The encoded PAYMENT-SIGNATURE value, or for MPP the Authorization value."
+    )
+    nonce: str = Field(description="0x + 64 hex: the EIP-3009 nonce, or for MPP the transaction hash.")
     amount: int = Field(description="Atomic units.")
     asset: str
     network: str
@@ -43,6 +47,12 @@ class Payment(BaseModel):
     valid_before: int = Field(description="Unix seconds; the authorization is void afterwards.")
     signed_at: datetime
     payment_identifier: str | None = Field(default=None, description="x402 payment-identifier id, if sent.")
+    method: Literal["x402", "mpp"] = Field(default="x402", description="The payment protocol.")
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        """The header that carries this payment on the paid request."""
+        return {"Authorization": self.header} if self.method == "mpp" else {"PAYMENT-SIGNATURE": self.header}
 
     @property
     def amount_usd(self) -> Decimal:

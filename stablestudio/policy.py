@@ -12,13 +12,27 @@ Example:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stablestudio.money import format_usd
 
-__all__ = ["BASE_MAINNET", "BASE_USDC", "AssetInfo", "WalletPolicy"]
+__all__ = [
+    "BASE_MAINNET",
+    "BASE_USDC",
+    "TEMPO_MAINNET_CHAIN_ID",
+    "TEMPO_USDC_E",
+    "AssetInfo",
+    "PaymentMethod",
+    "WalletPolicy",
+]
 
 BASE_MAINNET = "eip155:8453"
+TEMPO_MAINNET_CHAIN_ID = 4217
+# USDC.e on Tempo mainnet: the token Merit's own MPP client accepts. The live challenge names the currency.
+TEMPO_USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
+PaymentMethod = Literal["x402", "mpp", "auto"]
 
 
 class AssetInfo(BaseModel):
@@ -63,11 +77,32 @@ class WalletPolicy(BaseModel):
     max_amount_per_call: int = Field(default=1_000_000, gt=0, description="Cap per call, atomic units.")
     min_timeout_seconds: int = Field(default=10, ge=7, description="Shortest validity window we sign.")
     max_timeout_seconds: int = Field(default=3600, gt=0, description="Longest validity window we sign.")
+    payment_method: PaymentMethod = Field(
+        default="x402",
+        description=(
+            "x402 (Base USDC), mpp (Tempo charge) or auto: of the offers the policy allows, the one with the "
+            "lower amount, x402 first on ties."
+        ),
+    )
+    mpp_currencies: frozenset[str] = Field(
+        default=frozenset({TEMPO_USDC_E.lower()}), description="TIP-20 tokens we pay MPP Tempo charges in."
+    )
+    mpp_chain_ids: frozenset[int] = Field(
+        default=frozenset({TEMPO_MAINNET_CHAIN_ID}), description="Tempo chains we pay MPP charges on."
+    )
+    mpp_recipients: frozenset[str] | None = Field(
+        default=None, description="MPP recipients we pay; None allows any valid non-zero address."
+    )
 
-    @field_validator("allowed_pay_to")
+    @field_validator("allowed_pay_to", "mpp_recipients")
     @classmethod
     def _lower_pay_to(cls, value: frozenset[str] | None) -> frozenset[str] | None:
         return None if value is None else frozenset(v.lower() for v in value)
+
+    @field_validator("mpp_currencies")
+    @classmethod
+    def _lower_currencies(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(v.lower() for v in value)
 
     def asset_for(self, network: str, address: str) -> AssetInfo | None:
         """The allowed asset named by (network, address), if any."""
@@ -75,4 +110,7 @@ class WalletPolicy(BaseModel):
 
     def __str__(self) -> str:
         cap = format_usd(self.max_amount_per_call)
-        return f"WalletPolicy(cap {cap} per call, networks {sorted(self.allowed_networks)})"
+        return (
+            f"WalletPolicy(cap {cap} per call, networks {sorted(self.allowed_networks)}, "
+            f"method {self.payment_method})"
+        )

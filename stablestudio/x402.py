@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stablestudio.encoding import decode_b64_json, encode_b64_json
 from stablestudio.errors import PolicyRefused, ProtocolError
 from stablestudio.money import format_usd, to_dollars
+from stablestudio.mpp_challenge import MppOffer
 from stablestudio.payment import Payment, Settlement
 from stablestudio.policy import WalletPolicy
 
@@ -139,6 +140,10 @@ class Quote(BaseModel):
     payment_required: PaymentRequired
     resource_url: str = Field(description="The URL we POST to (also what the payment is bound to).")
     body_sha256: str
+    mpp: MppOffer | None = Field(
+        default=None,
+        description="Set when the chosen method is MPP: the Tempo charge; `requirement` then mirrors it.",
+    )
 
     @property
     def amount(self) -> int:

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from stablestudio_simulator.control import build_control_routes
 from stablestudio_simulator.routes import build_routes
 from stablestudio_simulator.state import SimulatorState
+from stablestudio_simulator.tempo_rpc import build_tempo_rpc_routes
 
 
 def create_app(state: SimulatorState) -> Starlette:
@@ -28,6 +29,6 @@ def create_app(state: SimulatorState) -> Starlette:
         return Response(status_code=499)
 
     return Starlette(
-        routes=[*build_routes(state), *build_control_routes(state)],
+        routes=[*build_routes(state), *build_control_routes(state), *build_tempo_rpc_routes(state)],
         exception_handlers={ClientDisconnect: client_gone},
     )

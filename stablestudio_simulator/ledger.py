@@ -24,6 +24,15 @@ class LedgerPayment:
     route: str
     resource_id: str
     settled_at: float
+    network: str = "eip155:8453"
+
+
+_BASE = "eip155:8453"
+
+
+def _wallet_key(address: str, network: str) -> str:
+    """Balances key: the bare address on Base (as before), ``network:address`` elsewhere."""
+    return address.lower() if network == _BASE else f"{network}:{address.lower()}"
 
 
 class SettlementRefused(Exception):
@@ -71,23 +80,28 @@ class Ledger:
             self._balances[key] = self._balances.get(key, self._default_balance) + amount
             return self._balances[key]
 
-    def balance(self, address: str) -> int:
-        """The balance of ``address`` (the default balance for an unseen wallet)."""
+    def balance(self, address: str, network: str = _BASE) -> int:
+        """The balance of ``address`` on ``network`` (the default balance for an unseen wallet)."""
         with self._lock:
-            return self._balances.get(address.lower(), self._default_balance)
+            return self._balances.get(_wallet_key(address, network), self._default_balance)
 
-    def nonce_used(self, payer: str, nonce: str) -> bool:
-        """Whether ``(payer, nonce)`` already settled."""
+    def nonce_used(self, payer: str, nonce: str, network: str = _BASE) -> bool:
+        """Whether ``(payer, nonce)`` already settled on ``network``."""
         with self._lock:
-            return (payer.lower(), nonce.lower()) in self._used_nonces
+            return (_wallet_key(payer, network), nonce.lower()) in self._used_nonces
 
-    def settle(self, payer: str, amount: int, nonce: str, *, route: str, resource_id: str) -> LedgerPayment:
+    def settle(
+        self, payer: str, amount: int, nonce: str, *, route: str, resource_id: str, network: str = _BASE
+    ) -> LedgerPayment:
         """Move ``amount`` from ``payer`` to payTo, consuming the nonce, atomically.
+
+        Each network (Base USDC, Tempo) keeps its own balance per wallet; a Tempo ``nonce`` is the transaction
+        hash, so a replayed transaction is refused like a replayed authorization.
 
         Raises:
             SettlementRefused: the nonce was used (a replay) or the balance is short; nothing moved.
         """
-        key, nonce_key = payer.lower(), nonce.lower()
+        key, nonce_key = _wallet_key(payer, network), nonce.lower()
         with self._lock:
             if (key, nonce_key) in self._used_nonces:
                 raise SettlementRefused("invalid_exact_evm_payload_authorization_nonce_used")
@@ -97,8 +111,12 @@ class Ledger:
             self._balances[key] = balance - amount
             self._used_nonces.add((key, nonce_key))
             self._spend[key] += amount
-            tx = "0x" + hashlib.sha256(f"{self._seed}:{key}:{nonce_key}".encode()).hexdigest()
-            payment = LedgerPayment(payer, amount, nonce_key, tx, route, resource_id, time.time())
+            tx = (
+                nonce_key
+                if network != _BASE
+                else "0x" + hashlib.sha256(f"{self._seed}:{key}:{nonce_key}".encode()).hexdigest()
+            )
+            payment = LedgerPayment(payer, amount, nonce_key, tx, route, resource_id, time.time(), network)
             self._payments.append(payment)
             return payment
 
@@ -117,7 +135,8 @@ class Ledger:
                     "requests": dict(self.requests),
                     "payments": len(self._payments),
                     "payment_refusals": dict(self.refusals),
-                    "replays_refused": self.refusals["invalid_exact_evm_payload_authorization_nonce_used"],
+                    "replays_refused": self.refusals["invalid_exact_evm_payload_authorization_nonce_used"]
+                    + self.refusals["tempo_transaction_nonce_used"],
                     "siwx_failures": dict(self.siwx_failures),
                     "siwx_failures_total": sum(self.siwx_failures.values()),
                     "faults_injected": dict(self.faults),

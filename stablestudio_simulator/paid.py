@@ -17,6 +17,14 @@ from starlette.responses import Response
 from stablestudio_simulator.encoding import b64_json
 from stablestudio_simulator.faults import FaultRule
 from stablestudio_simulator.ledger import SettlementRefused
+from stablestudio_simulator.mpp import (
+    MppRefused,
+    challenge_header,
+    credential_of,
+    receipt_header,
+    tempo_request,
+    verify_charge,
+)
 from stablestudio_simulator.payments import (
     MalformedPayment,
     PaymentRefused,
@@ -111,6 +119,94 @@ def _quote(
     return quoted, challenge
 
 
+@dataclass(frozen=True)
+class MppOffer:
+    """The MPP Tempo charge offered beside the x402 quote: its request, realm and WWW-Authenticate header."""
+
+    request: dict[str, Any]
+    realm: str
+    headers: dict[str, str]
+
+
+def mpp_offer(state: SimulatorState, request: Request, amount: int) -> MppOffer | None:
+    """The MPP challenge for ``amount`` (None when the ``mpp`` setting is off). The realm is our host."""
+    s = state.settings
+    if not s.mpp:
+        return None
+    realm = state.origin.split("://", 1)[-1]
+    offer = tempo_request(amount, s.mpp_currency, s.mpp_recipient or s.pay_to, s.mpp_chain_id)
+    header = challenge_header(s.mpp_secret, realm, offer, time.time() + s.max_timeout_seconds)
+    return MppOffer(request=offer, realm=realm, headers={"WWW-Authenticate": header})
+
+
+async def _handle_mpp(
+    state: SimulatorState,
+    request: Request,
+    route: PaidRoute,
+    bodies: tuple[dict[str, Any], Any],
+    challenge: dict[str, Any],
+    offer: MppOffer,
+) -> Response:
+    """Serve a request paid with an MPP Tempo charge: verify, create, settle, answer a receipt."""
+    full, body = bodies
+    now = time.time()
+
+    def refuse(reason: str, message: str, problem: str = "verification-failed") -> Response:
+        state.ledger.count(state.ledger.refusals, reason)
+        problem_body = {
+            "type": f"https://paymentauth.org/problems/{problem}",
+            "title": problem,
+            "status": 402,
+            "detail": message,
+            "error": reason,
+            "message": message,
+        }
+        return payment_required({**challenge, "error": reason}, problem_body, offer.headers)
+
+    try:
+        charge = verify_charge(
+            request.headers["authorization"],
+            secret=state.settings.mpp_secret,
+            realm=offer.realm,
+            quote=offer.request,
+            now=now,
+        )
+    except MppRefused as exc:
+        return refuse(exc.reason, exc.message, exc.problem)
+    if state.ledger.nonce_used(charge.payer, charge.nonce, charge.network):
+        return refuse("tempo_transaction_nonce_used", "this transaction was already settled")
+    if state.ledger.balance(charge.payer, charge.network) < charge.value:
+        return refuse("insufficient_funds", "the payer's Tempo balance is too low", "payment-insufficient")
+
+    settle_fault = state.faults.decide("verified", route.name, paid=True)
+    if settle_fault is not None:
+        state.ledger.count(state.ledger.faults, f"{route.name}:{settle_fault.kind}")
+    if settle_fault is not None and settle_fault.kind == "reset_before_settlement":
+        return DroppedConnection()
+    created_fault = state.faults.decide("created", route.name, paid=True)
+    if created_fault is not None:
+        state.ledger.count(state.ledger.faults, f"{route.name}:{created_fault.kind}")
+    resource_id, result = route.create(full, body, charge.payer, created_fault)
+    if settle_fault is not None and settle_fault.kind == "settlement_failure":
+        return refuse("settlement_failed", "broadcast failed after the request was handled")
+    try:
+        payment = state.ledger.settle(
+            charge.payer,
+            charge.value,
+            charge.nonce,
+            route=route.name,
+            resource_id=resource_id,
+            network=charge.network,
+        )
+    except SettlementRefused as exc:
+        return refuse(exc.reason, "settlement refused")
+    headers = {"Payment-Receipt": receipt_header(payment.transaction, now), "Cache-Control": "private"}
+    response = json_response(result, 200, headers)
+    if settle_fault is not None and settle_fault.kind == "reset_after_settlement":
+        return DroppedConnection()
+    return response
+
+
 def _refused(state: SimulatorState, challenge: dict[str, Any], reason: str, message: str) -> Response:
     state.ledger.count(state.ledger.refusals, reason)
     return payment_required({**challenge, "error": reason}, {"error": reason, "message": message})
@@ -126,7 +222,8 @@ async def handle_paid(state: SimulatorState, request: Request, route: PaidRoute)
     """Serve one request to a paid route, from the unpaid quote to the settled answer."""
     state.ledger.count(state.ledger.requests, route.counter)
     header = request.headers.get("payment-signature")
-    early, broken = await apply_request_fault(state, route.name, paid=header is not None)
+    paid = header is not None or credential_of(request.headers.get("authorization")) is not None
+    early, broken = await apply_request_fault(state, route.name, paid=paid)
     if early is not None:
         return early
     response = await _handle_paid(state, request, route, header)
@@ -149,8 +246,11 @@ async def _handle_paid(
         return json_response(validation_error(issues), 400)
     amount = state.settings.price(route.price_key, route.tier(full))
     quoted, challenge = _quote(state, request, route, amount)
+    offer = mpp_offer(state, request, amount)
+    if header is None and offer is not None and credential_of(request.headers.get("authorization")):
+        return await _handle_mpp(state, request, route, (full, body), challenge, offer)
     if header is None:
-        return payment_required(challenge, {})
+        return payment_required(challenge, {}, offer.headers if offer else None)
     try:
         payload = decode_payment(header)
     except MalformedPayment as exc:

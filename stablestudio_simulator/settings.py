@@ -13,6 +13,9 @@ USDC_DECIMALS = 6
 BASE_NETWORK = "eip155:8453"
 BASE_CHAIN_ID = 8453
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+TEMPO_CHAIN_ID = 4217
+TEMPO_NETWORK = "tempo:4217"
+TEMPO_USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
 USDC_EIP712 = {"name": "USD Coin", "version": "2"}
 UPLOAD_OPERATION = "upload"
 
@@ -104,6 +107,14 @@ class SimulatorSettings(BaseModel):
         default=False,
         description="Advertise the x402 payment-identifier extension and answer repeated ids from a cache.",
     )
+    mpp: bool = Field(
+        default=True,
+        description="Offer an MPP Tempo charge (WWW-Authenticate: Payment) beside the x402 quote.",
+    )
+    mpp_currency: str = Field(default=TEMPO_USDC_E, description="TIP-20 token the MPP challenge asks for.")
+    mpp_chain_id: int = Field(default=TEMPO_CHAIN_ID, description="Tempo chain id of the MPP challenge.")
+    mpp_recipient: str | None = Field(default=None, description="MPP recipient; None uses pay_to.")
+    mpp_secret: str = Field(default="simulator-mpp-secret", description="HMAC key binding challenge ids.")
     seed: int = Field(default=0, description="Seed of latency jitter and rate-based faults.")
     faults: tuple[FaultRule, ...] = Field(default=(), description="The initial fault plan.")
     log_level: str = Field(default="warning", description="uvicorn log level.")
