@@ -281,6 +281,9 @@ class StableStudioWallet(CredentialsBlock):
         | `STABLESTUDIO_ALLOWED_NETWORKS` (comma-separated) | allowed_networks |
         | `STABLESTUDIO_ALLOWED_PAY_TO` (comma-separated) | allowed_pay_to |
         | `STABLESTUDIO_MAX_USD_PER_CALL` / `_PER_RUN` / `_PER_DAY` / `_TOTAL` | the caps |
+        | `STABLESTUDIO_PAYMENT_METHOD` (x402, mpp or auto) | payment_method |
+        | `STABLESTUDIO_TEMPO_RPC_URL` | tempo_rpc_url |
+        | `STABLESTUDIO_MPP_CURRENCIES` / `_MPP_RECIPIENTS` / `_MPP_CHAIN_IDS` (comma-separated) | MPP lists |
 
         Raises:
             KeyError: STABLESTUDIO_PRIVATE_KEY is not set.
@@ -294,13 +297,22 @@ class StableStudioWallet(CredentialsBlock):
         if not env.get(f"{_ENV_PREFIX}PRIVATE_KEY"):
             raise KeyError(f"{_ENV_PREFIX}PRIVATE_KEY is not set")
         fields: dict[str, Any] = {"private_key": env[f"{_ENV_PREFIX}PRIVATE_KEY"]}
-        simple = {"ADDRESS": "address", "BASE_URL": "base_url", "BLOB_API_URL": "blob_api_url"}
+        simple = {
+            "ADDRESS": "address",
+            "BASE_URL": "base_url",
+            "BLOB_API_URL": "blob_api_url",
+            "PAYMENT_METHOD": "payment_method",
+            "TEMPO_RPC_URL": "tempo_rpc_url",
+        }
         for suffix, name in simple.items():
             if env.get(_ENV_PREFIX + suffix):
                 fields[name] = env[_ENV_PREFIX + suffix]
         for suffix, name in {
             "ALLOWED_NETWORKS": "allowed_networks",
             "ALLOWED_PAY_TO": "allowed_pay_to",
+            "MPP_CURRENCIES": "mpp_currencies",
+            "MPP_RECIPIENTS": "mpp_recipients",
+            "MPP_CHAIN_IDS": "mpp_chain_ids",
         }.items():
             if env.get(_ENV_PREFIX + suffix):
                 fields[name] = [v.strip() for v in env[_ENV_PREFIX + suffix].split(",") if v.strip()]

@@ -29,6 +29,21 @@ def test_the_block_maps_its_mpp_fields_into_the_policy(payer_key: str) -> None:
     assert StableStudioWallet(private_key=payer_key).policy().payment_method == "x402"
 
 
+def test_from_env_reads_the_mpp_settings(payer_key: str) -> None:
+    wallet = StableStudioWallet.from_env(
+        {
+            "STABLESTUDIO_PRIVATE_KEY": payer_key,
+            "STABLESTUDIO_PAYMENT_METHOD": "mpp",
+            "STABLESTUDIO_TEMPO_RPC_URL": "http://127.0.0.1:9/rpc",
+            "STABLESTUDIO_MPP_CHAIN_IDS": "4217, 42431",
+            "STABLESTUDIO_MPP_RECIPIENTS": "0xAbC",
+        }
+    )
+    assert wallet.payment_method == "mpp" and wallet.tempo_rpc_url == "http://127.0.0.1:9/rpc"
+    assert wallet.policy().mpp_chain_ids == frozenset({4217, 42431})
+    assert wallet.policy().mpp_recipients == frozenset({"0xabc"})
+
+
 @pytest.mark.usefixtures("prefect_api")
 async def test_mpp_wallet_pays_on_tempo_once_per_key_within_the_caps(
     sim: Any, make_wallet: Any, tmp_path: Path
