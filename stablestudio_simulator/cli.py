@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="advertise the x402 payment-identifier extension (idempotent retries)",
     )
+    parser.add_argument(
+        "--no-mpp", action="store_true", help="offer only x402 (no MPP Tempo charge challenge) on paid routes"
+    )
     return parser
 
 
@@ -92,6 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         seed=args.seed,
         siwx_accept_client_nonce=not args.no_client_nonce,
         payment_identifier=args.payment_identifier,
+        mpp=not args.no_mpp,
         **extra,
     )
 

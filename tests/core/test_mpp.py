@@ -230,3 +230,17 @@ async def test_the_simulator_refuses_replays_and_credentials_for_another_price(s
     assert (other_price.status_code, other_price.json()["error"]) == (402, "invalid_challenge")
     assert replay.headers["www-authenticate"].startswith("Payment ")
     assert len(sim.state()["ledger"]["payments"]) == before
+
+
+async def test_mpp_off_means_x402_only_and_an_mpp_wallet_refuses(make_sim, key: str, fresh_account) -> None:
+    from stablestudio_simulator.cli import build_parser, settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(["--no-mpp", "--latency", "0.2"]))
+    x402_only = make_sim(settings)
+    async with mpp_client(x402_only, key) as c:
+        with pytest.raises(PolicyRefused) as refused:
+            await c.upload(image_bytes())
+    assert refused.value.reason == "no_requirements"
+    async with mpp_client(x402_only, key, payment_method="auto") as c:
+        await c.upload(image_bytes())  # auto falls back to x402
+    assert [p["network"] for p in payments_of(x402_only, fresh_account.address)] == ["eip155:8453"]
