@@ -18,16 +18,22 @@ from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Annotated, Any, cast
 
-from prefect import flow, get_run_logger
+import httpx
+from prefect import Task, flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.utilities.annotations import quote
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field
 
 from blocks import StableStudioWallet
 from blocks.budget import SpendCapExceeded, current_flow_run_id, release_run_budget
+from flows import steps
 from flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
 from flows.intents import IntentStore, PaymentIntent, intent_key
 from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, EditStatus, UnreconciledPayment
 from flows.reconcile import UploadFailedAfterPaying
+from flows.steps import FailedBeforePayment, OpenClient, UploadedImage, is_transient
 from flows.storage import (
     InputImage,
     StorageOptions,
@@ -38,8 +44,8 @@ from flows.storage import (
     sha256_hex,
     write_bytes,
 )
-from flows.tasks import load_wallet, save_result, submit_edit, upload_image, wait_for_job
-from stablestudio.errors import JobFailed, PaymentOutcomeUnknown, PolicyRefused
+from flows.tasks import load_wallet
+from stablestudio.errors import JobFailed, PaymentOutcomeUnknown, PolicyRefused, StableStudioError
 from stablestudio.models import EditRequest
 from stablestudio.money import to_dollars
 
@@ -73,6 +79,40 @@ class EditBatchFailed(RuntimeError):
         first = f" (first: {failed[0].images[0]}: {failed[0].error})" if failed else ""
         super().__init__(f"{len(failed)} of {len(result.outcomes)} edits failed{first}")
         self.result = result
+
+
+class _NotRetried(Exception):
+    """Carries an upload-step failure out of the per-edit task without a task retry.
+
+    A retry would upload (and pay for) again inputs uploaded before the failing one: the blob URLs are
+    recorded only once all have landed. An upload failing before paying is retried inside the step instead.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_UPLOAD_RETRY_DELAYS = (1.0, 4.0)
+_PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _retry_edit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry the per-edit task on transient errors after the uploads: it resumes from the intent record."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None or isinstance(exc, _NotRetried):
+        return False
+    server_error = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500
+    # An OSError is the intent store or the destination (e.g. S3) hiccupping, unless it is about the path.
+    store_error = isinstance(exc, OSError) and not isinstance(exc, (StableStudioError, *_PATH_ERRORS))
+    return is_transient(exc) or server_error or store_error
+
+
+class _Attempt:
+    """The outcome an edit fills in as it goes, so a failure still reports what was paid."""
+
+    def __init__(self, outcome: EditOutcome) -> None:
+        self.outcome = outcome
 
 
 def _output_name(first: InputImage, options: EditOptions) -> str:
@@ -129,7 +169,15 @@ class _Batch:
             outcome.idempotency_key = key
             target = join_uri(self.destination, item.output_name or _output_name(inputs[0], self.options))
             async with self.locks[key]:
-                await self._edit_keyed(outcome, inputs, key, target)
+                label = PurePosixPath(inputs[0].filename or item.images[0]).name[:100]
+                try:
+                    # quote(): Prefect hands these to the task as is, without walking (and copying) them.
+                    await edit_one(
+                        cast(Any, quote(self)), cast(Any, quote(_Attempt(outcome))), cast(Any, quote(inputs)),
+                        key, target, label,
+                    )
+                except _NotRetried as wrapped:
+                    raise wrapped.error from None
         except SpendCapExceeded as exc:
             outcome = self._failed(outcome, "refused", f"{exc}")
         except PolicyRefused as exc:
@@ -167,8 +215,28 @@ class _Batch:
         outcome.status, outcome.error = status, error[:1000]
         return outcome
 
-    async def _edit_keyed(
-        self, outcome: EditOutcome, inputs: list[InputImage], key: str, target: str
+    async def _upload_all(
+        self, open_client: OpenClient, outcome: EditOutcome, inputs: list[InputImage]
+    ) -> list[UploadedImage]:
+        uploaded: list[UploadedImage] = []
+        for image in inputs:
+            for delay in (*_UPLOAD_RETRY_DELAYS, None):
+                try:
+                    uploaded.append(
+                        await steps.upload(open_client, image, storage_options=self.storage_options)
+                    )
+                    break
+                except FailedBeforePayment as exc:
+                    if delay is None:
+                        raise
+                    get_run_logger().warning("upload of %s: %s; retrying", image.uri[:200], exc)
+                    await asyncio.sleep(delay)
+            # Counted as each one lands: a later input failing must not hide this fee.
+            outcome.upload_cost_usd += to_dollars(uploaded[-1].cost)
+        return uploaded
+
+    async def edit_keyed(
+        self, open_client: OpenClient, outcome: EditOutcome, inputs: list[InputImage], key: str, target: str
     ) -> None:
         """Fill `outcome` in as the edit progresses, so a failure still reports what was paid."""
         logger = get_run_logger()
@@ -182,19 +250,17 @@ class _Batch:
         if intent.job_id is None and intent.payment is None:
             blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
             if len(blob_urls) != len(inputs) or not all(blob_urls):
-                uploaded = []
-                for image in inputs:
-                    uploaded.append(
-                        await upload_image(self.wallet, image, storage_options=self.storage_options)
-                    )
-                    # Counted as each one lands: a later input failing must not hide this fee.
-                    outcome.upload_cost_usd += to_dollars(uploaded[-1].cost)
-                blob_urls = [u.blob_url for u in uploaded]
-                records = [
-                    {"uri": i.uri, "sha256": i.sha256, "blob_url": b}
-                    for i, b in zip(inputs, blob_urls, strict=True)
-                ]
-                intent = await self.store.put(intent.model_copy(update={"inputs": records}))
+                try:
+                    uploaded = await self._upload_all(open_client, outcome, inputs)
+                    blob_urls = [u.blob_url for u in uploaded]
+                    records = [
+                        {"uri": i.uri, "sha256": i.sha256, "blob_url": b}
+                        for i, b in zip(inputs, blob_urls, strict=True)
+                    ]
+                    intent = await self.store.put(intent.model_copy(update={"inputs": records}))
+                except Exception as exc:
+                    # Until the blob URLs are recorded, a task retry would pay for these uploads again.
+                    raise _NotRetried(exc) from exc
             request = EditRequest(prompt=outcome.prompt, images=blob_urls, **self.options.request_params())
         else:
             # Already paid (or signed): submit_edit re-sends or resumes from the record; the body is the
@@ -203,12 +269,13 @@ class _Batch:
                 prompt=outcome.prompt, images=["https://resumed.invalid/x"], **self.options.request_params()
             )
 
-        paid = await submit_edit(self.wallet, request, key, intent_store=self.store)
+        paid = await steps.submit(open_client, self.wallet, request, key, self.store)
         outcome.job_id, outcome.cost_usd = paid.job_id, to_dollars(paid.cost)
-        outcome.paid_now, outcome.transaction = paid.paid_now, paid.transaction
+        # A task retry resumes the job an earlier attempt paid for: that payment is still this run's.
+        outcome.paid_now, outcome.transaction = outcome.paid_now or paid.paid_now, paid.transaction
         try:
-            result = await wait_for_job(
-                self.wallet, paid.job_id, max_wait_seconds=self.max_wait_seconds,
+            result = await steps.wait(
+                open_client, paid.job_id, max_wait_seconds=self.max_wait_seconds,
                 expected_seconds=self.expected_job_seconds, report_progress=self.job_progress,
             )
         except JobFailed as exc:
@@ -217,7 +284,7 @@ class _Batch:
             raise
         if not result.image_url:
             raise RuntimeError(f"job {paid.job_id} completed without an image URL")
-        saved = await save_result(result.image_url, target, storage_options=self.storage_options)
+        saved = await steps.save(result.image_url, target, storage_options=self.storage_options)
         latest = await self.store.get(key) or intent
         done = {"status": "complete", "output_uri": saved.uri, "output_sha256": saved.sha256}
         await self.store.put(latest.model_copy(update=done))
@@ -247,6 +314,26 @@ class _Batch:
         get_run_logger().info("edit of %s already done (job %s): reused", outcome.images[0], intent.job_id)
         outcome.status, outcome.output_uri, outcome.sha256 = "complete", target, sha
         return True
+
+
+@task(
+    name="edit-one",
+    task_run_name="Edit {label}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=_retry_edit,
+)
+async def edit_one(
+    batch: _Batch, attempt: _Attempt, inputs: list[InputImage], key: str, target: str, label: str
+) -> None:
+    """Upload, submit, wait and save one edit on a single client (one task run, not four).
+
+    Every attempt starts from the intent record: a retry resumes the recorded job or re-sends the recorded
+    payment, never signs a second one.
+    """
+    async with steps.shared_client(batch.wallet) as open_client:
+        await batch.edit_keyed(open_client, attempt.outcome, inputs, key, target)
 
 
 async def _run(

@@ -24,24 +24,21 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from prefect import Task, get_run_logger, task
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from pydantic import BaseModel, ConfigDict
 
 from blocks import StableStudioWallet
-from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
+from flows import steps
+from flows.intents import IntentStore
 from flows.models import SavedResult
-from flows.reconcile import PaymentLog, UploadFailedAfterPaying
-from flows.storage import InputImage, StorageOptions, content_type_for, read_input, sha256_hex, write_bytes
-from stablestudio import tls_context
-from stablestudio.errors import RateLimited, StableStudioError, UpstreamError
-from stablestudio.models import EditRequest, Job, JobResult
-from stablestudio.money import to_dollars
-from stablestudio.payment import Payment
+from flows.steps import FailedBeforePayment, PaidJob, UploadedImage, is_transient
+from flows.storage import InputImage, StorageOptions, read_input
+from stablestudio.errors import StableStudioError
+from stablestudio.models import EditRequest, JobResult
 
 __all__ = [
+    "FailedBeforePayment",
     "PaidJob",
     "UploadedImage",
     "WalletRef",
@@ -55,8 +52,6 @@ __all__ = [
 WalletRef = str | StableStudioWallet
 """A saved block's name, or a block instance."""
 
-_TRANSIENT = (httpx.TransportError, RateLimited)
-
 
 async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
     """The wallet block itself, loading it by name when given a string."""
@@ -65,43 +60,7 @@ async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
     return await StableStudioWallet.aload(wallet)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, UpstreamError) and exc.status >= 500
-
-
-class UploadedImage(BaseModel):
-    """An input image uploaded to StableStudio's blob store."""
-
-    model_config = ConfigDict(frozen=True)
-
-    uri: str
-    sha256: str
-    blob_url: str
-    cost: int = 0
-
-
-class PaidJob(BaseModel):
-    """A submitted, paid edit job and the payment that bought it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    idempotency_key: str
-    payment: Payment | None
-    transaction: str | None = None
-    paid_now: bool = False
-
-    @property
-    def cost(self) -> int:
-        """Atomic units."""
-        return self.payment.amount if self.payment else 0
-
-
-class FailedBeforePayment(StableStudioError):
-    """A transient failure before anything was signed: retrying cannot pay twice."""
-
+_is_transient = is_transient
 
 def _exception_of(state: State[Any]) -> BaseException | None:
     # The engine hands retry conditions a Failed state whose data is the exception itself.
@@ -162,25 +121,9 @@ async def upload_image(
         image = source
     else:
         image = await read_input(source, storage_options, name=filename or "")
-    log = PaymentLog()
-    async with block.get_client(hooks=log) as client:
-        try:
-            result = await client.upload_detailed(
-                image.source,
-                filename=filename or image.filename,
-                content_type=image.content_type,
-                storage_options=storage_options,
-            )
-        except Exception as exc:
-            if client.stats.payments_signed == 0 and _is_transient(exc):
-                raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
-            owed = log.unreconciled("upload", exc)
-            if owed:
-                raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
-            raise
-    cost = sum(p.amount for p in result.payments)
-    get_run_logger().info("uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost))
-    return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
+    return await steps.upload(
+        steps.own_client(block), image, filename=filename, storage_options=storage_options
+    )
 
 
 @task(
@@ -214,45 +157,9 @@ async def submit_edit(
         job = await submit_edit("my-wallet", EditRequest(prompt="snow", images=[blob_url]), key)
         ```
     """
-    logger = get_run_logger()
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    fresh = PaymentIntent(key=idempotency_key, wallet=block.public_address)
-    intent = await store.get(idempotency_key) or fresh
-    if intent.job_id is not None:
-        logger.info("job %s already paid for under this key: resuming it", intent.job_id)
-        return PaidJob(
-            job_id=intent.job_id, idempotency_key=idempotency_key, payment=intent.payment,
-            transaction=intent.transaction,
-        )
-    resend = intent.payment if intent.status in ("signed", "unknown", "submitted") else None
-    if resend is not None and intent.request is not None:
-        request = EditRequest(**intent.request)  # the body this payment was signed for
-        logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
-    else:
-        # A refused payment is dropped, but its terms stay pinned: the next signature must match them.
-        pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
-        intent = await store.put(
-            intent.model_copy(
-                update={"request": request.body(), "status": "new", "payment": None, "pinned": pinned}
-            )
-        )
-    hooks = IntentHooks(store, intent)
-    async with block.get_client(hooks=hooks) as client:
-        job = await client.submit_edit(request, payment=resend, idempotency_key=idempotency_key)
-    transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
-    await store.put(
-        hooks.intent.model_copy(
-            update={"status": "submitted", "job_id": job.job_id, "transaction": transaction or None}
-        )
-    )
-    paid_now = resend is None
-    amount = job.payment.amount_usd if job.payment else 0
-    logger.info("job %s submitted (%s $%s)", job.job_id, "paid" if paid_now else "paid earlier", amount)
-    return PaidJob(
-        job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
-        transaction=transaction or None, paid_now=paid_now,
-    )
+    return await steps.submit(steps.own_client(block), block, request, idempotency_key, store)
 
 
 @task(
@@ -282,33 +189,11 @@ async def wait_for_job(
         result = await wait_for_job("my-wallet", job.job_id, max_wait_seconds=120)
         ```
     """
-    logger = get_run_logger()
     block = await load_wallet(wallet)
-    artifact_id: Any = None
-    last: list[tuple[str, float | None]] = []
-
-    async def on_progress(job: Job) -> None:
-        nonlocal artifact_id
-        seen = (job.status, job.progress)
-        if last and last[-1] == seen:
-            return
-        last.append(seen)
-        logger.info("job %s: %s%s", job.job_id, job.status, f" {job.progress:g}%" if job.progress else "")
-        if not report_progress:
-            return
-        percent = 100.0 if job.status == "complete" else float(job.progress or 0)
-        try:
-            if artifact_id is None:
-                artifact_id = await acreate_progress_artifact(percent, description=f"job {job_id}")
-            else:
-                await aupdate_progress_artifact(artifact_id, percent)
-        except Exception as exc:  # reporting never fails the wait
-            logger.warning("progress artifact not updated: %s", exc)
-
-    async with block.get_client() as client:
-        return await client.wait_for_job(
-            job_id, timeout=max_wait_seconds, expected_seconds=expected_seconds, on_progress=on_progress
-        )
+    return await steps.wait(
+        steps.own_client(block), job_id, max_wait_seconds=max_wait_seconds,
+        expected_seconds=expected_seconds, report_progress=report_progress,
+    )
 
 
 @task(
@@ -336,19 +221,6 @@ async def save_result(
         print(saved.uri, saved.sha256)
         ```
     """
-    if not image_url.startswith(("https://", "http://")):
-        raise ValueError("result URL must be http(s)")
-    # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU per edit).
-    async with httpx.AsyncClient(
-        verify=tls_context(), timeout=download_timeout, follow_redirects=True
-    ) as http:
-        response = await http.get(image_url)
-        response.raise_for_status()
-        data = response.content
-    await write_bytes(data, destination, storage_options)
-    digest = sha256_hex(data)
-    get_run_logger().info("saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12])
-    header_type = response.headers.get("content-type", "").split(";", 1)[0]
-    return SavedResult(
-        uri=destination, sha256=digest, size=len(data), content_type=header_type or content_type_for(data)
+    return await steps.save(
+        image_url, destination, storage_options=storage_options, download_timeout=download_timeout
     )

@@ -156,7 +156,7 @@ async def test_the_key_appears_nowhere(
     texts["captured log records (DEBUG and up)"] = "\n".join(debug_logs.lines)
 
     # The searches looked at real content: the runs, the failures and the wallet's public address are there.
-    assert len(logs) > 10 and len(artifacts) >= 3 and len(task_runs) >= 6
+    assert len(logs) > 10 and len(artifacts) >= 3 and len(task_runs) >= 3  # one task run per edit
     assert any(line.startswith("DEBUG ") for line in debug_logs.lines)
     assert any("HTTP Request" in line for line in debug_logs.lines)
     assert "failed" in texts["logs read back through the API"]

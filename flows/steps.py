@@ -1,0 +1,297 @@
+"""The four steps of an edit as plain async functions: upload, submit (paid), wait, save.
+
+The public tasks in `flows.tasks` wrap each one with its own client; the flows' per-edit task runs all four
+on one client (a Prefect task run costs client and API-server CPU, bench/). Both paths run this code, so the
+money rules live in one place. Each step takes `open_client(hooks)`: an async context manager giving a client
+whose payment hooks (after the budget's) are `hooks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+from prefect import get_run_logger
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from pydantic import BaseModel, ConfigDict
+
+from blocks import StableStudioWallet
+from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
+from flows.models import SavedResult
+from flows.reconcile import PaymentLog, UploadFailedAfterPaying
+from flows.storage import InputImage, StorageOptions, content_type_for, sha256_hex, write_bytes
+from stablestudio import tls_context
+from stablestudio.client import StableStudioClient
+from stablestudio.errors import RateLimited, StableStudioError, UpstreamError
+from stablestudio.models import EditRequest, Job, JobResult
+from stablestudio.money import to_dollars
+from stablestudio.payment import Payment, PaymentHooks, PaymentOutcome
+from stablestudio.x402 import Quote
+
+OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
+"""`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
+
+_TRANSIENT = (httpx.TransportError, RateLimited)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A network error, a rate limit or a 5xx: worth another attempt."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, UpstreamError) and exc.status >= 500
+
+
+class UploadedImage(BaseModel):
+    """An input image uploaded to StableStudio's blob store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    sha256: str
+    blob_url: str
+    cost: int = 0
+
+
+class PaidJob(BaseModel):
+    """A submitted, paid edit job and the payment that bought it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    idempotency_key: str
+    payment: Payment | None
+    transaction: str | None = None
+    paid_now: bool = False
+
+    @property
+    def cost(self) -> int:
+        """Atomic units."""
+        return self.payment.amount if self.payment else 0
+
+
+class FailedBeforePayment(StableStudioError):
+    """A transient failure before anything was signed: retrying cannot pay twice."""
+
+
+def own_client(wallet: StableStudioWallet) -> OpenClient:
+    """`open_client` that opens (and closes) a new client of `wallet` per step.
+
+    Example:
+        ```python
+        blob = await upload(own_client(wallet), image)
+        ```
+    """
+
+    def open_client(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
+        return wallet.get_client(hooks=hooks)
+
+    return open_client
+
+
+class _StageHooks:
+    """Hooks whose target changes per step, so one client serves every step of an edit (one at a time)."""
+
+    def __init__(self) -> None:
+        self.inner: PaymentHooks | None = None
+
+    async def before_signing(self, quote: Quote) -> None:
+        if self.inner is not None:
+            await self.inner.before_signing(quote)
+
+    async def after_signing(self, payment: Payment) -> None:
+        if self.inner is not None:
+            await self.inner.after_signing(payment)
+
+    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
+        if self.inner is not None:
+            await self.inner.after_outcome(payment, outcome)
+
+
+@asynccontextmanager
+async def shared_client(wallet: StableStudioWallet) -> AsyncIterator[OpenClient]:
+    """One client for several sequential steps: yields an `open_client` that lends it with the step's hooks.
+
+    Example:
+        ```python
+        async with shared_client(wallet) as open_client:
+            image = await upload(open_client, image)
+        ```
+    """
+    stage = _StageHooks()
+    async with wallet.get_client(hooks=stage) as client:
+
+        @asynccontextmanager
+        async def lend(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
+            stage.inner = hooks
+            try:
+                yield client
+            finally:
+                stage.inner = None
+
+        yield lend
+
+
+async def upload(
+    open_client: OpenClient,
+    image: InputImage,
+    *,
+    filename: str | None = None,
+    storage_options: StorageOptions | None = None,
+) -> UploadedImage:
+    """Upload one image (streamed); see `flows.tasks.upload_image` for the errors.
+
+    Example:
+        ```python
+        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"))
+        ```
+    """
+    log = PaymentLog()
+    async with open_client(log) as client:
+        signed_before = client.stats.payments_signed
+        try:
+            result = await client.upload_detailed(
+                image.source,
+                filename=filename or image.filename,
+                content_type=image.content_type,
+                storage_options=storage_options,
+            )
+        except Exception as exc:
+            if client.stats.payments_signed == signed_before and is_transient(exc):
+                raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
+            owed = log.unreconciled("upload", exc)
+            if owed:
+                raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
+            raise
+    cost = sum(p.amount for p in result.payments)
+    get_run_logger().info("uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost))
+    return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
+
+
+async def submit(
+    open_client: OpenClient,
+    wallet: StableStudioWallet,
+    request: EditRequest,
+    idempotency_key: str,
+    store: IntentStore,
+) -> PaidJob:
+    """Pay for and submit an edit at most once per key; see `flows.tasks.submit_edit`.
+
+    Example:
+        ```python
+        job = await submit(own_client(wallet), wallet, EditRequest(prompt="snow", images=[url]), key, store)
+        ```
+    """
+    logger = get_run_logger()
+    fresh = PaymentIntent(key=idempotency_key, wallet=wallet.public_address)
+    intent = await store.get(idempotency_key) or fresh
+    if intent.job_id is not None:
+        logger.info("job %s already paid for under this key: resuming it", intent.job_id)
+        return PaidJob(
+            job_id=intent.job_id, idempotency_key=idempotency_key, payment=intent.payment,
+            transaction=intent.transaction,
+        )
+    resend = intent.payment if intent.status in ("signed", "unknown", "submitted") else None
+    if resend is not None and intent.request is not None:
+        request = EditRequest(**intent.request)  # the body this payment was signed for
+        logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
+    else:
+        # A refused payment is dropped, but its terms stay pinned: the next signature must match them.
+        pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
+        intent = await store.put(
+            intent.model_copy(
+                update={"request": request.body(), "status": "new", "payment": None, "pinned": pinned}
+            )
+        )
+    hooks = IntentHooks(store, intent)
+    async with open_client(hooks) as client:
+        job = await client.submit_edit(request, payment=resend, idempotency_key=idempotency_key)
+    transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
+    await store.put(
+        hooks.intent.model_copy(
+            update={"status": "submitted", "job_id": job.job_id, "transaction": transaction or None}
+        )
+    )
+    paid_now = resend is None
+    amount = job.payment.amount_usd if job.payment else 0
+    logger.info("job %s submitted (%s $%s)", job.job_id, "paid" if paid_now else "paid earlier", amount)
+    return PaidJob(
+        job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
+        transaction=transaction or None, paid_now=paid_now,
+    )
+
+
+async def wait(
+    open_client: OpenClient,
+    job_id: str,
+    *,
+    max_wait_seconds: float = 600.0,
+    expected_seconds: float = 5.0,
+    report_progress: bool = True,
+) -> JobResult:
+    """Poll a job until it completes, logging its progress; see `flows.tasks.wait_for_job`.
+
+    Example:
+        ```python
+        result = await wait(own_client(wallet), job.job_id, report_progress=False)
+        ```
+    """
+    logger = get_run_logger()
+    artifact_id: Any = None
+    last: list[tuple[str, float | None]] = []
+
+    async def on_progress(job: Job) -> None:
+        nonlocal artifact_id
+        seen = (job.status, job.progress)
+        if last and last[-1] == seen:
+            return
+        last.append(seen)
+        logger.info("job %s: %s%s", job.job_id, job.status, f" {job.progress:g}%" if job.progress else "")
+        if not report_progress:
+            return
+        percent = 100.0 if job.status == "complete" else float(job.progress or 0)
+        try:
+            if artifact_id is None:
+                artifact_id = await acreate_progress_artifact(percent, description=f"job {job_id}")
+            else:
+                await aupdate_progress_artifact(artifact_id, percent)
+        except Exception as exc:  # reporting never fails the wait
+            logger.warning("progress artifact not updated: %s", exc)
+
+    async with open_client(None) as client:
+        return await client.wait_for_job(
+            job_id, timeout=max_wait_seconds, expected_seconds=expected_seconds, on_progress=on_progress
+        )
+
+
+async def save(
+    image_url: str,
+    destination: str,
+    *,
+    storage_options: StorageOptions | None = None,
+    download_timeout: float = 60.0,
+) -> SavedResult:
+    """Download a result at once and write it to `destination`; see `flows.tasks.save_result`.
+
+    Example:
+        ```python
+        saved = await save(result.image_url, "s3://edits/cat.png")
+        ```
+    """
+    if not image_url.startswith(("https://", "http://")):
+        raise ValueError("result URL must be http(s)")
+    # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU per edit).
+    async with httpx.AsyncClient(
+        verify=tls_context(), timeout=download_timeout, follow_redirects=True
+    ) as http:
+        response = await http.get(image_url)
+        response.raise_for_status()
+        data = response.content
+    await write_bytes(data, destination, storage_options)
+    digest = sha256_hex(data)
+    get_run_logger().info("saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12])
+    header_type = response.headers.get("content-type", "").split(";", 1)[0]
+    return SavedResult(
+        uri=destination, sha256=digest, size=len(data), content_type=header_type or content_type_for(data)
+    )
