@@ -37,9 +37,17 @@ from stablestudio.x402 import (
     payment_required_from_json,
 )
 
-__all__ = ["DEFAULT_TEMPO_RPC_URL", "choose_quote", "sign_charge", "tempo_rpc_url"]
+__all__ = [
+    "DEFAULT_TEMPO_RPC_URL",
+    "check_rpc",
+    "choose_quote",
+    "sign_charge",
+    "tempo_rpc_url",
+    "unsigned_payment",
+]
 
 DEFAULT_TEMPO_RPC_URL = "https://rpc.tempo.xyz"
+_RPC_TIMEOUT = 10.0
 
 
 def tempo_rpc_url(explicit: str | None = None) -> str:
@@ -131,6 +139,54 @@ def choose_quote(
     if candidates:
         return min(candidates, key=lambda q: q.amount)  # min keeps the first of equals: x402 on ties
     raise refusals[0]
+
+
+async def check_rpc(offer: MppOffer, rpc_url: str | None = None) -> None:
+    """Ask the Tempo RPC its chain id before any hook runs, so an unreachable or wrong RPC refuses the
+    payment before budget is reserved (pympp would otherwise fail halfway through signing).
+
+    Raises:
+        PolicyRefused: the RPC does not answer (`tempo_rpc_unavailable`) or serves another chain
+            (`tempo_rpc_chain_mismatch`).
+    """
+    url = tempo_rpc_url(rpc_url)
+    call = {"jsonrpc": "2.0", "method": "eth_chainId", "params": [], "id": 1}
+    try:
+        async with httpx.AsyncClient(timeout=_RPC_TIMEOUT) as http:
+            reply = await http.post(url, json=call)
+        chain = int(reply.json()["result"], 16)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise PolicyRefused(
+            f"Tempo RPC {url} gave no chain id ({type(exc).__name__})", reason="tempo_rpc_unavailable"
+        ) from None
+    if chain != offer.chain_id:
+        raise PolicyRefused(
+            f"Tempo RPC {url} serves chain {chain}, the challenge asks for {offer.chain_id}",
+            reason="tempo_rpc_chain_mismatch",
+        )
+
+
+def unsigned_payment(quote: Quote, now: float | None = None) -> Payment:
+    """A record of an MPP payment that was never signed (signing failed after the hooks reserved budget):
+    report it to `after_outcome` as rejected so the reservation is released. Its header is empty."""
+    offer = quote.mpp
+    if offer is None:
+        raise ValueError("not an MPP quote")
+    stamp = time.time() if now is None else now
+    return Payment(
+        header="",
+        nonce=offer.id,
+        amount=offer.amount,
+        asset=offer.currency,
+        network=offer.network,
+        pay_to=offer.recipient,
+        payer="",
+        resource_url=quote.resource_url,
+        body_sha256=quote.body_sha256,
+        valid_before=0,
+        signed_at=datetime.fromtimestamp(stamp, UTC),
+        method="mpp",
+    )
 
 
 def _valid_before(raw_tx: str) -> int:

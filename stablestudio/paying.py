@@ -19,12 +19,13 @@ from stablestudio.errors import (
     InvalidRequest,
     PaymentOutcomeUnknown,
     PaymentRejected,
+    PolicyRefused,
     ProtocolError,
     RateLimited,
     StableStudioError,
     UpstreamError,
 )
-from stablestudio.mpp import choose_quote, sign_charge
+from stablestudio.mpp import check_rpc, choose_quote, sign_charge, unsigned_payment
 from stablestudio.mpp_challenge import decode_receipt
 from stablestudio.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
 from stablestudio.policy import WalletPolicy
@@ -98,9 +99,19 @@ class PaymentFlow:
         if response.is_success:
             return PaidResponse(data=_json(response), payment=None, settlement=None)
         quote = choose_quote(response, self.policy, url, body_sha256)
+        if quote.mpp is not None:
+            await check_rpc(quote.mpp, self.tempo_rpc_url)
         await self.hooks.before_signing(quote)
         if quote.mpp is not None:
-            signed = await sign_charge(self.session.account, quote, rpc_url=self.tempo_rpc_url)
+            try:
+                signed = await sign_charge(self.session.account, quote, rpc_url=self.tempo_rpc_url)
+            except Exception as exc:
+                # Nothing was signed (pympp only returns the transaction): release what the hooks reserved.
+                outcome = PaymentOutcome(status="rejected", reason="signing_failed")
+                await self.hooks.after_outcome(unsigned_payment(quote), outcome)
+                raise PolicyRefused(
+                    f"could not sign the Tempo charge ({type(exc).__name__})", reason="signing_failed"
+                ) from None
         else:
             signed = sign_payment(
                 self.session.account, quote, payment_identifier=payment_identifier_for(idempotency_key, url)

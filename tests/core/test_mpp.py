@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from stablestudio import EditRequest, PaymentRejected, PolicyRefused, StableStudioClient
 from stablestudio.mpp import choose_quote
@@ -45,14 +49,16 @@ class Recorder(NoHooks):
         self.outcomes.append(outcome.status)
 
 
-def mpp_client(sim: Any, key: str, hooks: Recorder | None = None, **policy: Any) -> StableStudioClient:
+def mpp_client(
+    sim: Any, key: str, hooks: Recorder | None = None, rpc: str | None = None, **policy: Any
+) -> StableStudioClient:
     return StableStudioClient(
         key,
         base_url=sim.base_url,
         blob_api_url=sim.blob_api_url,
         policy=WalletPolicy(**{"payment_method": "mpp", **policy}),
         hooks=hooks,
-        tempo_rpc_url=f"{sim.base_url}/_sim/tempo-rpc",
+        tempo_rpc_url=rpc or f"{sim.base_url}/_sim/tempo-rpc",
         resend_backoff=0.01,
     )
 
@@ -244,3 +250,52 @@ async def test_mpp_off_means_x402_only_and_an_mpp_wallet_refuses(make_sim, key: 
     async with mpp_client(x402_only, key, payment_method="auto") as c:
         await c.upload(image_bytes())  # auto falls back to x402
     assert [p["network"] for p in payments_of(x402_only, fresh_account.address)] == ["eip155:8453"]
+
+
+def rpc_app(chain_id: int, answers_gas: bool) -> Starlette:
+    """A Tempo RPC that knows its chain id but (when told) fails every other call, as a broken node would."""
+
+    async def rpc(request: Request) -> JSONResponse:
+        call = await request.json()
+        if call["method"] == "eth_chainId":
+            return JSONResponse({"jsonrpc": "2.0", "id": call["id"], "result": hex(chain_id)})
+        if answers_gas:
+            return JSONResponse({"jsonrpc": "2.0", "id": call["id"], "result": hex(1)})
+        error = {"code": -32000, "message": "down"}
+        return JSONResponse({"jsonrpc": "2.0", "id": call["id"], "error": error})
+
+    return Starlette(routes=[Route("/", rpc, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("rpc", "reason"),
+    [
+        ("missing", "tempo_rpc_unavailable"),
+        ("testnet", "tempo_rpc_chain_mismatch"),
+    ],
+)
+async def test_a_bad_tempo_rpc_refuses_before_any_hook(
+    sim, serve_app, key: str, fresh_account, rpc: str, reason: str
+) -> None:
+    url = f"{sim.base_url}/_sim/no-such-rpc" if rpc == "missing" else serve_app(rpc_app(42431, True))
+    hooks = Recorder()
+    async with mpp_client(sim, key, hooks, rpc=url) as c:
+        with pytest.raises(PolicyRefused) as refused:
+            await c.upload(image_bytes())
+    assert refused.value.reason == reason
+    assert hooks.quotes == [] and hooks.signed == [] and hooks.outcomes == []
+    assert payments_of(sim, fresh_account.address) == []
+
+
+async def test_signing_that_fails_midway_releases_the_reservation(
+    sim, serve_app, key: str, fresh_account
+) -> None:
+    hooks = Recorder()
+    broken = serve_app(rpc_app(4217, False))  # the chain id is right, the gas price fails
+    async with mpp_client(sim, key, hooks, rpc=broken) as c:
+        with pytest.raises(PolicyRefused) as refused:
+            await c.upload(image_bytes())
+    assert refused.value.reason == "signing_failed"
+    assert len(hooks.quotes) == 1 and hooks.signed == []
+    assert hooks.outcomes == ["rejected"]  # a budget hook refunds on this
+    assert payments_of(sim, fresh_account.address) == []
