@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -284,9 +285,16 @@ def _deploy(env: dict[str, str]) -> None:
     )
 
 
-def run(sizes: Sizes, progress: Any = print) -> dict[str, Any]:
+def run(sizes: Sizes, progress: Any = print, keep: bool = False) -> dict[str, Any]:
     """Start the simulator and Prefect's server once, then measure every worker count."""
-    with tempfile.TemporaryDirectory(prefix="stablestudio-scaleout-") as tmp:
+    folder: contextlib.AbstractContextManager[str] = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="stablestudio-scaleout-"))
+        if keep
+        else tempfile.TemporaryDirectory(prefix="stablestudio-scaleout-")
+    )
+    with folder as tmp:
+        if keep:
+            progress(f"logs and results kept in {tmp}")
         work, logs = Path(tmp), Path(tmp) / "logs"
         logs.mkdir()
         server = LoggedServer(str(work / "prefect"), logs / "server.log")
@@ -454,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-calls", action="store_true", help="Prefect API requests per edit, by route (1 worker)"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, results, intents)")
     parser.add_argument("--parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.api_calls:
@@ -471,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             sizes = Sizes(**{**asdict(sizes), "images": args.images})
         if args.workers:
             sizes = Sizes(**{**asdict(sizes), "workers": tuple(int(w) for w in args.workers.split(","))})
-        result = run(sizes, progress=lambda what: print(f"· {what}", file=sys.stderr, flush=True))
+        result = run(
+            sizes, progress=lambda what: print(f"· {what}", file=sys.stderr, flush=True), keep=args.keep
+        )
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = f"scaleout-{'quick' if args.quick else 'full'}"

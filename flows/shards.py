@@ -174,38 +174,48 @@ async def _run_shard(
     options: StorageOptions,
     poll_seconds: float,
     max_wait_seconds: float | None,
+    attempts: int,
 ) -> tuple[ShardRun, list[EditOutcome]]:
-    """Start (or join) the shard's run, wait for it, read its record."""
+    """Start (or join) the shard's run, wait for it, read its record; start it again if it left none."""
     logger = get_run_logger()
     seen = ShardRun(index=shard.index, key=shard.key, state="SKIPPED", already_done=shard.done)
     if not shard.items:
         return seen, []
     tag = f"stablestudio-shard-{shard.key}"
+    shard_parameters = {
+        **parameters, "items": [i.model_dump(mode="json") for i in shard.items], "shard_key": shard.key,
+        "records_url": records_url,
+    }
     async with get_client() as client:
         target = await client.read_deployment_by_name(deployment)
-        earlier = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[target.id])),
-        )
-        running = [r for r in earlier if r.state is None or not r.state.is_final()]
-        if running:
-            # A parent that died (or another one running now) left this shard in flight: wait for it
-            # rather than start a second run over the same images.
-            run = running[0]
-            logger.info("shard %d: joining run %s still in flight", shard.index, run.id)
-        else:
-            # Two parents starting this shard at once send the same key: Prefect creates one run.
-            run = await arun_deployment(
-                deployment,
-                parameters={**parameters, "items": [i.model_dump(mode="json") for i in shard.items],
-                            "shard_key": shard.key, "records_url": records_url},
-                timeout=0,
-                tags=["stablestudio", tag],
-                idempotency_key=f"{tag}-{len(earlier)}",
-                client=client,
+        for attempt in range(1, attempts + 1):
+            earlier = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[target.id])),
             )
-        run = await _wait(client, run, poll_seconds, max_wait_seconds)
-    record = await asyncio.to_thread(read_record, records_url, str(run.id), options)
+            running = [r for r in earlier if r.state is None or not r.state.is_final()]
+            if running:
+                # A parent that died (or another one running now) left this shard in flight: wait for
+                # it rather than start a second run over the same images.
+                run = running[0]
+                logger.info("shard %d: joining run %s still in flight", shard.index, run.id)
+            else:
+                # Two parents starting this shard at once send the same key: Prefect creates one run.
+                run = await arun_deployment(
+                    deployment, parameters=shard_parameters, timeout=0, tags=["stablestudio", tag],
+                    idempotency_key=f"{tag}-{len(earlier)}", client=client,
+                )
+            run = await _wait(client, run, poll_seconds, max_wait_seconds)
+            record = await asyncio.to_thread(read_record, records_url, str(run.id), options)
+            if record is not None or attempt == attempts:
+                break
+            # The run died before reporting (its worker crashed, or Prefect's API failed it, e.g. a 503
+            # from a busy SQLite server while creating its subflow). Another run resumes from the
+            # shared intent store: what the dead one paid for is reused, never paid again.
+            logger.warning(
+                "shard %d: run %s ended %s without a record; starting it again (attempt %d of %d)",
+                shard.index, run.id, run.state.type.value if run.state else "?", attempt + 1, attempts,
+            )
     seen.flow_run_id = str(run.id)
     seen.state = run.state.type.value if run.state else "UNKNOWN"
     if record is None:
@@ -259,6 +269,9 @@ async def edit_sharded(
     expected_job_seconds: float = 5.0,
     poll_seconds: Annotated[float, Field(gt=0, description="How often shard runs are checked.")] = 5.0,
     max_wait_seconds: float | None = None,
+    shard_attempts: Annotated[
+        int, Field(ge=1, le=10, description="Runs per shard when a run dies before reporting.")
+    ] = 3,
     fail_on_error: bool = True,
 ) -> ShardedReport:
     """Edit every image of a prefix (or a list) through shard runs of a deployment; one table, one spend.
@@ -279,6 +292,8 @@ async def edit_sharded(
         expected_job_seconds: typical job duration (the first poll comes near it).
         poll_seconds: how often the parent reads the shard runs' states.
         max_wait_seconds: give up waiting for a shard run after this long (None: wait).
+        shard_attempts: runs started for a shard whose run died before reporting (a crashed worker, an
+            API error); each new run resumes from the intent store, so nothing is paid twice.
         fail_on_error: end the run Failed when an edit has no saved result (the rest is kept).
 
     Returns:
@@ -320,6 +335,7 @@ async def edit_sharded(
             _run_shard(
                 s, deployment=shard_deployment, parameters=parameters, records_url=records_url,
                 options=fs_options, poll_seconds=poll_seconds, max_wait_seconds=max_wait_seconds,
+                attempts=shard_attempts,
             )
             for s in plan
         )
