@@ -27,7 +27,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field
 
 from blocks import StableStudioWallet
-from blocks.budget import SpendCapExceeded, current_flow_run_id, release_run_budget
+from blocks.budget import RUN_FLOAT, SpendCapExceeded, current_flow_run_id, release_run_budget
 from flows import steps
 from flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
 from flows.intents import IntentStore, PaymentIntent, intent_key
@@ -336,7 +336,16 @@ async def edit_one(
         await batch.edit_keyed(open_client, attempt.outcome, inputs, key, target)
 
 
-async def _run(
+async def _run(**kwargs: Any) -> BatchResult:
+    # These flows release the run's budget float in their hooks: they may reserve floats (blocks/budget.py).
+    token = RUN_FLOAT.set(True)
+    try:
+        return await _run_batch(**kwargs)
+    finally:
+        RUN_FLOAT.reset(token)
+
+
+async def _run_batch(
     *,
     wallet_block: str,
     items: list[EditItem],
