@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import signal
 import subprocess
@@ -324,10 +323,10 @@ class LoggedServer:
 
     `bench.procs.PrefectServer` pipes the server's stderr and reads it only at exit: under two workers the
     SQLite "database is locked" tracebacks filled the pipe and the server froze in a write (measured here).
-    A file never fills. `access_log` adds a line per request (for `--api-calls`; it costs server CPU).
+    A file never fills.
     """
 
-    def __init__(self, home: str, log: Path, *, access_log: bool = False) -> None:
+    def __init__(self, home: str, log: Path) -> None:
         self.env = prefect_env(home)
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
@@ -346,8 +345,8 @@ class LoggedServer:
                 "--port",
                 str(port),
                 "--log-level",
-                "info",
-                "--access-log",
+                "warning",
+                "--no-access-log",
                 "--lifespan",
                 "on",
             ],
@@ -385,46 +384,6 @@ def _free_port() -> int:
         return port
 
 
-_ACCESS = re.compile(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?"]*)')
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def api_calls(images: int, latency: float, progress: Any = print) -> dict[str, Any]:
-    """Prefect API requests per edit, by route, for one worker over `images` images (uvicorn access log).
-
-    Task-run states travel as events over one websocket (`/api/events/in`), so they show as one request
-    here; the server still spends CPU on each of them.
-    """
-    sizes = Sizes(images=images, workers=(1,), concurrency=64, latency=latency)
-    with tempfile.TemporaryDirectory(prefix="stablestudio-apicalls-") as tmp:
-        work, logs = Path(tmp), Path(tmp) / "logs"
-        logs.mkdir()
-        server = LoggedServer(str(work / "prefect"), logs / "server.log", access_log=True)
-        try:
-            with simulator_process(latency) as sim:
-                _deploy(server.ready())
-                mark = (logs / "server.log").stat().st_size
-                progress(f"1 worker, {images} images, access log on")
-                point = run_point(1, sizes, server, sim, work, logs)
-        finally:
-            _stop([server.proc])
-        with (logs / "server.log").open("rb") as handle:
-            handle.seek(mark)
-            text = handle.read().decode(errors="replace")
-    counts: dict[str, int] = {}
-    for method, path in _ACCESS.findall(text):
-        route = f"{method} {_UUID.sub('{id}', path)}"
-        counts[route] = counts.get(route, 0) + 1
-    edits = point["edited"] or 1
-    return {
-        "images": images,
-        "edited": point["edited"],
-        "cpu_server_ms_per_edit": 1000 * point["cpu_server_s"] / edits,
-        "calls_per_edit": {route: n / edits for route, n in sorted(counts.items(), key=lambda kv: -kv[1])},
-        "calls_total": sum(counts.values()),
-    }
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The README table."""
     s = result["sizes"]
@@ -459,16 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the JSON result")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     parser.add_argument("--from", dest="saved", metavar="FILE", help="render a saved result")
-    parser.add_argument(
-        "--api-calls", action="store_true", help="Prefect API requests per edit, by route (1 worker)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, results, intents)")
     parser.add_argument("--parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.api_calls:
-        calls = api_calls(args.images or 200, 1.0 if args.quick else FULL.latency)
-        print(json.dumps(calls, indent=1))
-        return 0
     if args.parent:
         print(json.dumps(asyncio.run(_parent(json.loads(sys.stdin.read())))))
         return 0
