@@ -129,8 +129,12 @@ class PrefectServer:
             "--lifespan",
             "on",
         ]
+        # A file, not a pipe: under write contention the server logs many tracebacks, and a pipe nobody reads
+        # until exit fills up and freezes the server in a write.
+        self.log_path = os.path.join(home, "prefect-server.log")
+        self._log = open(self.log_path, "w")  # closed when the server stops
         self.proc = subprocess.Popen(
-            args, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            args, env=server_env, stdout=subprocess.DEVNULL, stderr=self._log, text=True
         )
         self.started = time.monotonic()
         self._ready = False
@@ -144,7 +148,8 @@ class PrefectServer:
         """Wait until the API answers; return the environment for processes that use it."""
         while not self._ready:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
+                with open(self.log_path) as log:
+                    err = log.read()
                 raise RuntimeError(f"Prefect's server exited: {err[-2000:]}")
             try:
                 self._ready = httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
@@ -165,6 +170,7 @@ def prefect_server(home: str) -> Iterator[PrefectServer]:
         yield server
     finally:
         _stop(server.proc)
+        server._log.close()
 
 
 def prefect_env(home: str) -> dict[str, str]:
