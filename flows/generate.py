@@ -34,7 +34,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.budget import current_flow_run_id, release_run_budget
-from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms, intent_key
+from flows import steps
+from flows.intents import IntentStore, PaymentIntent, intent_key
 from flows.models import SavedResult
 from flows.storage import (
     StorageOptions,
@@ -137,42 +138,10 @@ async def submit_generation(
         job = await submit_generation("my-wallet", "grok", "generate", body, key)
         ```
     """
-    logger = get_run_logger()
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    fresh = PaymentIntent(key=idempotency_key, wallet=block.public_address)
-    intent = await store.get(idempotency_key) or fresh
-    if intent.job_id is not None:
-        logger.info("job %s already paid for under this key: resuming it", intent.job_id)
-        return PaidJob(
-            job_id=intent.job_id, idempotency_key=idempotency_key, payment=intent.payment,
-            transaction=intent.transaction,
-        )
-    resend = intent.payment if intent.status in ("signed", "unknown", "submitted") else None
-    if resend is not None and intent.request is not None:
-        body = intent.request  # the body this payment was signed for
-        logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
-    else:
-        pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
-        intent = await store.put(
-            intent.model_copy(update={"request": body, "status": "new", "payment": None, "pinned": pinned})
-        )
-    hooks = IntentHooks(store, intent)
-    async with block.get_client(hooks=hooks) as client:
-        job = await client.submit_generation(
-            model, operation, body, payment=resend, idempotency_key=idempotency_key
-        )
-    transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
-    await store.put(
-        hooks.intent.model_copy(
-            update={"status": "submitted", "job_id": job.job_id, "transaction": transaction or None}
-        )
-    )
-    amount = job.payment.amount_usd if job.payment else 0
-    logger.info("%s/%s job %s submitted ($%s quoted and paid)", model, operation, job.job_id, amount)
-    return PaidJob(
-        job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
-        transaction=transaction or None, paid_now=resend is None,
+    return await steps.submit_route(
+        steps.own_client(block), block, model, operation, body, idempotency_key, store
     )
 
 

@@ -176,11 +176,37 @@ async def submit(
     idempotency_key: str,
     store: IntentStore,
 ) -> PaidJob:
-    """Pay for and submit an edit at most once per key; see `flows.tasks.submit_edit`.
+    """Pay for and submit a Flux 2 Pro edit at most once per key; see `flows.tasks.submit_edit`.
 
     Example:
         ```python
         job = await submit(own_client(wallet), wallet, EditRequest(prompt="snow", images=[url]), key, store)
+        ```
+    """
+    return await submit_route(
+        open_client, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store
+    )
+
+
+async def submit_route(
+    open_client: OpenClient,
+    wallet: StableStudioWallet,
+    model: str,
+    operation: str,
+    body: dict[str, Any],
+    idempotency_key: str,
+    store: IntentStore,
+) -> PaidJob:
+    """Pay for and submit any generate route at most once per key: the one reconcile-then-pay step.
+
+    A job recorded under the key is returned as is; a payment signed earlier (a crash, a lost reply, an
+    unknown outcome) is re-sent with the body it was signed for, never signed anew. Otherwise the payment is
+    persisted before it is sent (the intent hooks), and the job id before this returns.
+
+    Example:
+        ```python
+        body = build_request("grok", "generate", {"prompt": "a lighthouse"}).body()
+        job = await submit_route(own_client(wallet), wallet, "grok", "generate", body, key, store)
         ```
     """
     logger = get_run_logger()
@@ -194,19 +220,19 @@ async def submit(
         )
     resend = intent.payment if intent.status in ("signed", "unknown", "submitted") else None
     if resend is not None and intent.request is not None:
-        request = EditRequest(**intent.request)  # the body this payment was signed for
+        body = intent.request  # the body this payment was signed for
         logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
     else:
         # A refused payment is dropped, but its terms stay pinned: the next signature must match them.
         pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
         intent = await store.put(
-            intent.model_copy(
-                update={"request": request.body(), "status": "new", "payment": None, "pinned": pinned}
-            )
+            intent.model_copy(update={"request": body, "status": "new", "payment": None, "pinned": pinned})
         )
     hooks = IntentHooks(store, intent)
     async with open_client(hooks) as client:
-        job = await client.submit_edit(request, payment=resend, idempotency_key=idempotency_key)
+        job = await client.submit_generation(
+            model, operation, body, payment=resend, idempotency_key=idempotency_key
+        )
     transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
     await store.put(
         hooks.intent.model_copy(
@@ -215,7 +241,10 @@ async def submit(
     )
     paid_now = resend is None
     amount = job.payment.amount_usd if job.payment else 0
-    logger.info("job %s submitted (%s $%s)", job.job_id, "paid" if paid_now else "paid earlier", amount)
+    logger.info(
+        "%s/%s job %s submitted (%s $%s)",
+        model, operation, job.job_id, "paid" if paid_now else "paid earlier", amount,
+    )
     return PaidJob(
         job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
         transaction=transaction or None, paid_now=paid_now,
