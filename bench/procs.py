@@ -131,6 +131,7 @@ class PrefectServer:
         ]
         # A file, not a pipe: under write contention the server logs many tracebacks, and a pipe nobody reads
         # until exit fills up and freezes the server in a write.
+        os.makedirs(home, exist_ok=True)
         self.log_path = os.path.join(home, "prefect-server.log")
         self._log = open(self.log_path, "w")  # closed when the server stops
         self.proc = subprocess.Popen(

@@ -38,7 +38,7 @@ import httpx
 
 from bench.procs import (
     SimulatorProcess,
-    prefect_env,
+    prefect_server,
     process_cpu_seconds,
     simulator_process,
 )
@@ -296,19 +296,15 @@ def run(sizes: Sizes, progress: Any = print, keep: bool = False) -> dict[str, An
             progress(f"logs and results kept in {tmp}")
         work, logs = Path(tmp), Path(tmp) / "logs"
         logs.mkdir()
-        server = LoggedServer(str(work / "prefect"), logs / "server.log")
-        try:
-            with simulator_process(sizes.latency) as sim:
-                progress("deploying edit-shard on a process pool")
-                _deploy(server.ready())
-                points = []
-                for workers in sizes.workers:
-                    progress(f"{workers} workers, {sizes.images} images")
-                    points.append(run_point(workers, sizes, server, sim, work, logs))
-                    progress(f"  {points[-1]['wall_s']:.1f} s, {points[-1]['edited']} edited")
-        finally:
-            _stop([server.proc])
-        locked = (logs / "server.log").read_text(errors="replace").count("database is locked")
+        with prefect_server(str(work / "prefect")) as server, simulator_process(sizes.latency) as sim:
+            progress("deploying edit-shard on a process pool")
+            _deploy(server.ready())
+            points = []
+            for workers in sizes.workers:
+                progress(f"{workers} workers, {sizes.images} images")
+                points.append(run_point(workers, sizes, server, sim, work, logs))
+                progress(f"  {points[-1]['wall_s']:.1f} s, {points[-1]['edited']} edited")
+        locked = Path(server.log_path).read_text(errors="replace").count("database is locked")
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -316,72 +312,6 @@ def run(sizes: Sizes, progress: Any = print, keep: bool = False) -> dict[str, An
         "points": points,
         "server_database_locked_errors": locked,
     }
-
-
-class LoggedServer:
-    """Prefect's API server (no UI) in a child process, like `bench.procs.PrefectServer`, logging to a file.
-
-    `bench.procs.PrefectServer` pipes the server's stderr and reads it only at exit: under two workers the
-    SQLite "database is locked" tracebacks filled the pipe and the server froze in a write (measured here).
-    A file never fills.
-    """
-
-    def __init__(self, home: str, log: Path) -> None:
-        self.env = prefect_env(home)
-        port = _free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        server_env = dict(self.env)
-        self.env["PREFECT_API_URL"] = self.api_url
-        self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--lifespan",
-                "on",
-            ],
-            env=server_env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        """The server's process id."""
-        return self.proc.pid
-
-    def ready(self, timeout: float = 120) -> dict[str, str]:
-        """Wait until the API answers; return the environment for processes that use it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return dict(self.env)
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect's server did not start; see {self.log}")
-            time.sleep(0.25)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -418,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the JSON result")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     parser.add_argument("--from", dest="saved", metavar="FILE", help="render a saved result")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, results) afterwards")
     parser.add_argument("--parent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.parent:
