@@ -1,4 +1,7 @@
-"""Cost of the client's two signatures: EIP-712 (x402 `sign_payment`) and EIP-191 (SIWX `sign_proof`)."""
+"""Cost of the client's two signatures: EIP-712 (x402 `sign_payment`) and EIP-191 (SIWX `sign_proof`).
+
+Both are called with a `Signer`, the key form the client holds (parsed once when the client is made).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 
 from eth_account import Account
 
+from stablestudio.signer import Signer
 from stablestudio.siwx import client_nonce_info, sign_proof
 from stablestudio.x402 import PaymentRequired, Quote, Requirement, sign_payment
 
@@ -50,7 +54,7 @@ def _per_call_ms(fn: Callable[[], Any], iterations: int, rounds: int = 5) -> flo
 
 def measure_signing(iterations: int) -> dict[str, Any]:
     """Milliseconds of CPU per signature: the whole client function (message built, signed, encoded)."""
-    account = Account.create()
+    account = Signer.from_account(Account.create())
     payment_required = PaymentRequired.model_validate(
         {"x402Version": 2, "resource": {"url": _URL}, "accepts": [_REQUIREMENT]}
     )

@@ -37,7 +37,7 @@ from stablestudio._http import (
 )
 from stablestudio.catalog import GenerationBody
 from stablestudio.errors import JobFailed, JobNotFound, JobTimeout, ProtocolError, RateLimited, UpstreamError
-from stablestudio.keys import load_account
+from stablestudio.keys import load_signer
 from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
 from stablestudio.paying import PaidResponse, PaymentFlow
 from stablestudio.payment import NoHooks, Payment, PaymentHooks
@@ -99,7 +99,7 @@ class StableStudioClient:
         resend_backoff: float = 0.5,
         tempo_rpc_url: str | None = None,
     ) -> None:
-        self._account = load_account(private_key)
+        self._signer = load_signer(private_key)
         self.base_url = check_url(
             (base_url or os.environ.get("STABLESTUDIO_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"), "base_url"
         )
@@ -115,7 +115,7 @@ class StableStudioClient:
         self.stats = ClientStats()
         self._timeout = timeout
         self._max_connections = max_connections
-        self._session = Session(self.base_url, self._account, None, siwx_mode, self.stats)
+        self._session = Session(self.base_url, self._signer, None, siwx_mode, self.stats)
         self._flow = PaymentFlow(
             self._session,
             self.policy,
@@ -163,7 +163,7 @@ class StableStudioClient:
     @property
     def address(self) -> str:
         """The wallet address (checksummed)."""
-        return str(self._account.address)
+        return self._signer.address
 
     @property
     def siwx_mode_in_use(self) -> Literal["client_nonce", "challenge"]:

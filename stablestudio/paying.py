@@ -104,7 +104,9 @@ class PaymentFlow:
         await self.hooks.before_signing(quote)
         if quote.mpp is not None:
             try:
-                signed = await sign_charge(self.session.account, quote, rpc_url=self.tempo_rpc_url)
+                signed = await sign_charge(
+                    self.session.signer.local_account(), quote, rpc_url=self.tempo_rpc_url
+                )
             except Exception as exc:
                 # Nothing was signed (pympp only returns the transaction): release what the hooks reserved.
                 outcome = PaymentOutcome(status="rejected", reason="signing_failed")
@@ -114,7 +116,7 @@ class PaymentFlow:
                 ) from None
         else:
             signed = sign_payment(
-                self.session.account, quote, payment_identifier=payment_identifier_for(idempotency_key, url)
+                self.session.signer, quote, payment_identifier=payment_identifier_for(idempotency_key, url)
             )
         self.session.stats.payments_signed += 1
         await self.hooks.after_signing(signed)
@@ -127,7 +129,7 @@ class PaymentFlow:
             raise InvalidRequest(
                 f"this payment was signed for {payment.resource_url}, not {url}", field="payment"
             )
-        if payment.payer.lower() != self.session.account.address.lower():
+        if payment.payer.lower() != self.session.signer.address.lower():
             raise InvalidRequest("this payment was signed by another wallet", field="payment")
 
     async def _unpaid(self, kind: str, url: str, content: bytes) -> httpx.Response:

@@ -9,11 +9,11 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
-from eth_account.signers.local import LocalAccount
 
 from stablestudio._http import ClientStats, refuse_redirect
 from stablestudio.encoding import canonical_json, decode_b64_json
 from stablestudio.errors import AuthenticationFailed, PolicyRefused, ProtocolError
+from stablestudio.signer import Signer
 from stablestudio.siwx import (
     SIWX_HEADER,
     SiwxChallenge,
@@ -35,13 +35,13 @@ class Session:
     def __init__(
         self,
         base_url: str,
-        account: LocalAccount,
+        signer: Signer,
         http: httpx.AsyncClient | None,
         siwx_mode: SiwxMode,
         stats: ClientStats,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.account = account
+        self.signer = signer
         self.http = http
         self.siwx_mode = siwx_mode
         # "auto" starts optimistic (one request per call) and drops to the challenge flow for good on refusal.
@@ -136,7 +136,7 @@ class Session:
 
     def _sign(self, info: dict[str, Any], chain_id: str | None = None) -> dict[str, Any]:
         self.stats.siwx_proofs_signed += 1
-        return sign_proof(self.account, info, chain_id=chain_id)
+        return sign_proof(self.signer, info, chain_id=chain_id)
 
     @staticmethod
     def _siwx_402(response: httpx.Response) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from x402 import x402ResourceServerSync
 from x402.extensions.payment_identifier import declare_payment_identifier_extension
 from x402.extensions.sign_in_with_x import (
@@ -26,11 +27,19 @@ from x402.schemas import PaymentRequirements, ResourceInfo
 
 from stablestudio import WalletPolicy
 from stablestudio.encoding import decode_b64_json, encode_b64_json
+from stablestudio.signer import Signer
 from stablestudio.siwx import client_nonce_info, eip4361_message, encode_proof, sign_proof
 from stablestudio.x402 import Quote, choose_requirement, decode_payment_required, sign_payment
 from tests.core.helpers import PAY_TO, payment_required, requirement
 
 URL = "https://stablestudio.dev/api/generate/flux-2-pro/edit"
+
+
+@pytest.fixture(params=["Signer", "LocalAccount"])
+def account(request: pytest.FixtureRequest) -> Signer | LocalAccount:
+    """A fresh wallet in both forms the signing functions take (the client signs with a `Signer`)."""
+    local = Account.create()
+    return Signer.from_account(local) if request.param == "Signer" else local
 
 
 def sdk_payment_required_header(price: str, extensions: dict[str, object] | None = None) -> str:
@@ -85,8 +94,9 @@ def assert_payment_verifies(header: str, signer: str, amount: int, pay_to: str) 
     assert len(auth["nonce"]) == 66
 
 
-def test_client_parses_an_sdk_made_payment_required_and_signs_what_the_sdk_verifies() -> None:
-    account = Account.create()
+def test_client_parses_an_sdk_made_payment_required_and_signs_what_the_sdk_verifies(
+    account: Signer | LocalAccount,
+) -> None:
     pr = decode_payment_required(sdk_payment_required_header("$0.03"))
     req = choose_requirement(pr, WalletPolicy())
     assert req.amount == 30_000
@@ -102,8 +112,7 @@ def test_client_parses_an_sdk_made_payment_required_and_signs_what_the_sdk_verif
     assert payment.nonce == payload.payload["authorization"]["nonce"]
 
 
-def test_each_signature_uses_a_fresh_nonce() -> None:
-    account = Account.create()
+def test_each_signature_uses_a_fresh_nonce(account: Signer | LocalAccount) -> None:
     pr = decode_payment_required(encode_b64_json(payment_required(URL, [requirement()])))
     quote = Quote(
         requirement=choose_requirement(pr, WalletPolicy()),
@@ -115,8 +124,9 @@ def test_each_signature_uses_a_fresh_nonce() -> None:
     assert len(nonces) == 5
 
 
-def test_extensions_are_echoed_and_payment_identifier_added_when_advertised() -> None:
-    account = Account.create()
+def test_extensions_are_echoed_and_payment_identifier_added_when_advertised(
+    account: Signer | LocalAccount,
+) -> None:
     siwx = declare_siwx_extension(DeclareSIWxOptions(network="eip155:8453"))
     header = sdk_payment_required_header(
         "$0.01", {"payment-identifier": declare_payment_identifier_extension(), "sign-in-with-x": siwx}
@@ -139,8 +149,7 @@ def test_extensions_are_echoed_and_payment_identifier_added_when_advertised() ->
     assert_payment_verifies(payment.header, account.address, 10_000, PAY_TO)
 
 
-def test_payment_identifier_is_not_sent_when_not_advertised() -> None:
-    account = Account.create()
+def test_payment_identifier_is_not_sent_when_not_advertised(account: Signer | LocalAccount) -> None:
     pr = decode_payment_required(sdk_payment_required_header("$0.01"))
     quote = Quote(
         requirement=choose_requirement(pr, WalletPolicy()),
@@ -163,8 +172,7 @@ def test_eip4361_text_matches_the_sdk(with_statement: bool) -> None:
     assert eip4361_message(fields, address) == format_siwe_message(fields, address)
 
 
-async def test_client_nonce_proof_passes_the_sdk_siwx_checks() -> None:
-    account = Account.create()
+async def test_client_nonce_proof_passes_the_sdk_siwx_checks(account: Signer | LocalAccount) -> None:
     url = "http://127.0.0.1:8123/api/jobs/abc"
     header = encode_proof(sign_proof(account, client_nonce_info(url)))
     payload = parse_siwx_header(header)
@@ -174,8 +182,7 @@ async def test_client_nonce_proof_passes_the_sdk_siwx_checks() -> None:
     assert verified.is_valid and verified.payer == account.address
 
 
-async def test_challenge_proof_passes_the_sdk_siwx_checks() -> None:
-    account = Account.create()
+async def test_challenge_proof_passes_the_sdk_siwx_checks(account: Signer | LocalAccount) -> None:
     url = "https://stablestudio.dev/api/jobs/abc"
     challenge = client_nonce_info(url)
     challenge["issuedAt"] = challenge["issuedAt"].replace("Z", "123Z")  # microseconds, as Python servers emit
