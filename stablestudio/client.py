@@ -394,9 +394,9 @@ class StableStudioClient:
         """Upload in three steps: paid ticket, streamed PUT to the blob API, SIWX confirm.
 
         The type is checked from the first bytes (JPEG, PNG, GIF, WebP) and the size against
-        `max_upload_bytes` before anything is paid. The file is streamed, never read whole. If the upload
-        token expires before the bytes are up, a new ticket is bought: that is a second $0.01 payment, listed
-        in `UploadResult.payments`.
+        `max_upload_bytes` before anything is paid. A file is streamed, never read whole (one of 64 KiB or
+        less is read at once, in the thread that inspects it). If the upload token expires before the bytes
+        are up, a new ticket is bought: that is a second $0.01 payment, listed in `UploadResult.payments`.
 
         Args:
             source: a path, bytes, or an fsspec URL (s3://bucket/key.png, memory://x.png, ...).

@@ -22,6 +22,9 @@ ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 ALLOWED_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 CHUNK_SIZE = 1024 * 1024
+# A file this small is read whole by the thread that inspects it: one thread hop per upload instead of six
+# (stat, head, open, read, read, close: ~60-90 us of CPU each), holding no more than a stream's one chunk.
+SMALL_FILE_BYTES = 64 * 1024
 
 
 def sniff_image_type(head: bytes) -> str | None:
@@ -39,12 +42,16 @@ def sniff_image_type(head: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class OpenedSource:
-    """A checked image: its name, type and size, and a way to stream it (again, if a PUT is retried)."""
+    """A checked image: its name, type and size, and a way to stream it (again, if a PUT is retried).
+
+    `data` is the whole content when it is in memory and at most one chunk: it is sent as is, not streamed.
+    """
 
     filename: str
     content_type: str
     size: int
     chunks: Callable[[], AsyncIterator[bytes]]
+    data: bytes | None = None
 
 
 def _normalise_type(content_type: str) -> str:
@@ -66,14 +73,13 @@ async def open_source(
         InvalidRequest: not JPEG/PNG/GIF/WebP, empty, larger than `max_bytes`, a declared type that differs
             from the bytes, or a source that cannot be read.
     """
+    data: bytes | None
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         size, head, name = len(data), data[:16], None
-        chunks = _bytes_chunks(data)
     else:
-        opener, size, name = await asyncio.to_thread(_describe, source, storage_options or {})
-        head = await asyncio.to_thread(_read_head, opener)
-        chunks = _file_chunks(opener)
+        opener, size, name, head, data = await asyncio.to_thread(_inspect, source, storage_options or {})
+    chunks = _bytes_chunks(data) if data is not None else _file_chunks(opener)
     if size <= 0:
         raise InvalidRequest("source is empty", field="source")
     sniffed = sniff_image_type(head)
@@ -94,7 +100,22 @@ async def open_source(
         content_type=sniffed,
         size=size,
         chunks=chunks,
+        data=data if data is not None and size <= CHUNK_SIZE else None,
     )
+
+
+def _inspect(
+    source: str | os.PathLike[str], storage_options: dict[str, Any]
+) -> tuple[Callable[[], IO[bytes]], int, str, bytes, bytes | None]:
+    """(opener, size, name, first bytes, whole content if the file is small) in one thread hop."""
+    opener, size, name = _describe(source, storage_options)
+    if not 0 < size <= SMALL_FILE_BYTES:
+        return opener, size, name, _read_head(opener), None
+    with opener() as handle:
+        data = handle.read(size + 1)
+    if len(data) != size:  # changed since it was measured: stream it, as a large file is
+        return opener, size, name, data[:16], None
+    return opener, size, name, data[:16], data
 
 
 def _describe(

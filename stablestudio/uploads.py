@@ -127,7 +127,8 @@ async def _put(flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, bl
             raise RuntimeError("client is closed")
         flow.session.stats.requests["blob"] += 1
         try:
-            response = await http.put(url, content=opened.chunks(), headers=headers)
+            content = opened.data if opened.data is not None else opened.chunks()
+            response = await http.put(url, content=content, headers=headers)
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             last = UpstreamError(f"blob PUT failed: {type(exc).__name__}", status=0)
             continue
