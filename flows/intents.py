@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import posixpath
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -153,6 +153,10 @@ class PaymentIntent(BaseModel):
 class IntentStore:
     """Payment intents as JSON files on an fsspec URL.
 
+    Local folders are read and written directly in the event loop: a record is a few kB, and a write plus
+    rename costs ~0.08 ms where a worker thread and fsspec's layers cost ~0.3 ms per call (an edit makes
+    about six writes; bench/). Other URLs (S3, ...) go through fsspec in a worker thread.
+
     Args:
         url: a folder (local path or fsspec URL); default `default_intent_url()`.
         storage_options: fsspec options for `url`.
@@ -161,10 +165,13 @@ class IntentStore:
     def __init__(self, url: str | None = None, storage_options: StorageOptions | None = None) -> None:
         self.url = (url or default_intent_url()).rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self._local_dir = _local_dir(self.url)
 
     def _path(self, key: str) -> str:
         if not all(c in "0123456789abcdef" for c in key) or len(key) != 64:
             raise ValueError("an intent key is 64 lowercase hex digits")
+        if self._local_dir is not None:
+            return os.path.join(self._local_dir, f"{key}.json")
         return f"{self.url}/{key}.json"
 
     def _read(self, key: str) -> PaymentIntent | None:
@@ -177,24 +184,53 @@ class IntentStore:
 
     def _write(self, intent: PaymentIntent) -> None:
         fs, path = url_to_fs(self._path(intent.key), **self.storage_options)
-        data = intent.model_dump_json(indent=1).encode("utf-8")
-        if "file" in fs.protocol or "local" in fs.protocol:
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            fs.pipe_file(tmp, data)
-            fs.mv(tmp, path)  # rename: readers see the old record or the new one, never half of one
-        else:
-            fs.pipe_file(path, data)
+        fs.pipe_file(path, _encoded(intent))  # an object PUT is atomic on S3 and its kin
+
+    def _read_local(self, key: str) -> PaymentIntent | None:
+        try:
+            with open(self._path(key), "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        return PaymentIntent.model_validate_json(raw)
+
+    def _write_local(self, intent: PaymentIntent) -> None:
+        path = self._path(intent.key)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            handle = open(tmp, "wb")  # closed below; the folder is made on first use
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            handle = open(tmp, "wb")
+        with handle:
+            handle.write(_encoded(intent))
+        os.replace(tmp, path)  # rename: readers see the old record or the new one, never half of one
 
     async def get(self, key: str) -> PaymentIntent | None:
         """The record for `key`, or None."""
+        if self._local_dir is not None:
+            return self._read_local(key)
         return await asyncio.to_thread(self._read, key)
 
     async def put(self, intent: PaymentIntent) -> PaymentIntent:
         """Write (replace) the record; returns it with `updated_at` set."""
         intent = intent.model_copy(update={"updated_at": datetime.now(UTC)})
-        await asyncio.to_thread(self._write, intent)
+        if self._local_dir is not None:
+            self._write_local(intent)
+        else:
+            await asyncio.to_thread(self._write, intent)
         return intent
+
+
+def _encoded(intent: PaymentIntent) -> bytes:
+    return intent.model_dump_json(indent=1).encode("utf-8")
+
+
+def _local_dir(url: str) -> str | None:
+    """The folder of a local path or file:// URL; None for other fsspec URLs."""
+    if url.startswith("file://"):
+        return url[len("file://") :] or "/"
+    return None if "://" in url else os.path.expanduser(url)
 
 
 class IntentHooks:
