@@ -15,7 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -45,6 +48,8 @@ __all__ = [
 T = TypeVar("T")
 _KEY_CHARS = re.compile(r"[^a-z0-9-]+")
 PRESIGN_SECONDS = 7 * 24 * 3600
+SUMMARY_EDITS = 50
+"""Edits shown with before/after in the summary artifact (the table artifact lists every edit)."""
 
 
 def artifact_key(*parts: str) -> str:
@@ -173,7 +178,11 @@ async def summary_artifact(
             *(f"| {p.what} | `{p.nonce}` | {_usd(p.amount_usd)} | {p.status} | `{p.pay_to}` |" for p in owed),
             "",
         ]
-    for outcome in outcomes:
+    # Failures first; past SUMMARY_EDITS sections the table artifact carries the rest.
+    shown = sorted(outcomes, key=lambda o: o.ok)[:SUMMARY_EDITS]
+    if len(shown) < len(outcomes):
+        lines += [f"{len(shown)} of {len(outcomes)} edits below (failures first); the table lists all.", ""]
+    for outcome in shown:
         lines.append(f"## {outcome.images[0]}")
         lines.append("")
         lines.append(f"Prompt: {outcome.prompt[:300]}  ")
@@ -202,13 +211,21 @@ async def summary_artifact(
 
 
 class BatchProgress:
-    """A progress artifact for a batch, updated as edits finish (successes and failures alike)."""
+    """A progress artifact for a batch, updated as edits finish (successes and failures alike).
 
-    def __init__(self, total: int, *, prefix: str) -> None:
+    At most one update per `min_interval` seconds, and always the last one: a wave of edits finishing together
+    makes one API call, not one per edit.
+    """
+
+    def __init__(self, total: int, *, prefix: str, min_interval: float = 1.0) -> None:
         self.total = max(total, 1)
         self.done = 0
         self.prefix = prefix
+        self.min_interval = min_interval
         self.artifact_id: UUID | None = None
+        self._reported_at = -math.inf
+        self._reported_done = 0
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Create the artifact at 0 %."""
@@ -222,13 +239,21 @@ class BatchProgress:
     async def advance(self) -> None:
         """One more edit finished."""
         self.done += 1
+        now = time.monotonic()
         if self.artifact_id is None:
             return
-        artifact_id = self.artifact_id
-        percent = 100.0 * self.done / self.total
-        await _quietly(
-            "progress update",
-            lambda: aupdate_progress_artifact(
-                artifact_id, percent, description=f"{self.done} of {self.total} edits done"
-            ),
-        )
+        if self.done < self.total and now - self._reported_at < self.min_interval:
+            return
+        self._reported_at = now
+        async with self._lock:  # one update at a time, each with the latest count: the last one wins
+            done = self.done
+            if done == self._reported_done:
+                return
+            self._reported_done = done
+            artifact_id = self.artifact_id
+            await _quietly(
+                "progress update",
+                lambda: aupdate_progress_artifact(
+                    artifact_id, 100.0 * done / self.total, description=f"{done} of {self.total} edits done"
+                ),
+            )

@@ -1,15 +1,20 @@
 """The four steps of an edit as plain async functions: upload, submit (paid), wait, save.
 
-The public tasks in `flows.tasks` wrap each one with its own client; the flows' per-edit task runs all four
-on one client (a Prefect task run costs client and API-server CPU, bench/). Both paths run this code, so the
-money rules live in one place. Each step takes `open_client(hooks)`: an async context manager giving a client
-whose payment hooks (after the budget's) are `hooks`.
+The public tasks in `flows.tasks` wrap each one with its own client; the flows run all four on one client
+shared by the edits of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths
+run this code, so the money rules live in one place. Each step takes `open_client(hooks)`: an async context
+manager giving a client whose payment hooks (after the budget's) are `hooks`.
+
+Steps log what they do at `STEP_LOG_LEVEL` (INFO by default); batches lower it to DEBUG and log one line per
+edit instead, so a night of thousands of edits does not send six log records per edit to Prefect's API.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -34,6 +39,11 @@ OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableS
 """`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
 
 _TRANSIENT = (httpx.TransportError, RateLimited)
+
+STEP_LOG_LEVEL: ContextVar[int] = ContextVar("stablestudio_step_log_level", default=logging.INFO)
+"""The level of the steps' progress lines (uploaded, submitted, job status, saved); warnings stay warnings."""
+
+_STEP_HOOKS: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_hooks", default=None)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -90,28 +100,32 @@ def own_client(wallet: StableStudioWallet) -> OpenClient:
     return open_client
 
 
-class _StageHooks:
-    """Hooks whose target changes per step, so one client serves every step of an edit (one at a time)."""
-
-    def __init__(self) -> None:
-        self.inner: PaymentHooks | None = None
+class _StepHooks:
+    """Forwards to the hooks of the step that runs in the current asyncio task (a context variable)."""
 
     async def before_signing(self, quote: Quote) -> None:
-        if self.inner is not None:
-            await self.inner.before_signing(quote)
+        inner = _STEP_HOOKS.get()
+        if inner is not None:
+            await inner.before_signing(quote)
 
     async def after_signing(self, payment: Payment) -> None:
-        if self.inner is not None:
-            await self.inner.after_signing(payment)
+        inner = _STEP_HOOKS.get()
+        if inner is not None:
+            await inner.after_signing(payment)
 
     async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
-        if self.inner is not None:
-            await self.inner.after_outcome(payment, outcome)
+        inner = _STEP_HOOKS.get()
+        if inner is not None:
+            await inner.after_outcome(payment, outcome)
 
 
 @asynccontextmanager
 async def shared_client(wallet: StableStudioWallet) -> AsyncIterator[OpenClient]:
-    """One client for several sequential steps: yields an `open_client` that lends it with the step's hooks.
+    """One client (one pool) for many steps: yields an `open_client` lending it with a step's hooks.
+
+    Steps of concurrent edits may share it when each edit runs in its own asyncio task (`asyncio.gather` and
+    `create_task` make one): a step's hooks live in a context variable of the task that runs it, so one
+    edit's payment is never persisted under another edit's record.
 
     Example:
         ```python
@@ -119,16 +133,15 @@ async def shared_client(wallet: StableStudioWallet) -> AsyncIterator[OpenClient]
             image = await upload(open_client, image)
         ```
     """
-    stage = _StageHooks()
-    async with wallet.get_client(hooks=stage) as client:
+    async with wallet.get_client(hooks=_StepHooks()) as client:
 
         @asynccontextmanager
         async def lend(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
-            stage.inner = hooks
+            token = _STEP_HOOKS.set(hooks)
             try:
                 yield client
             finally:
-                stage.inner = None
+                _STEP_HOOKS.reset(token)
 
         yield lend
 
@@ -149,7 +162,6 @@ async def upload(
     """
     log = PaymentLog()
     async with open_client(log) as client:
-        signed_before = client.stats.payments_signed
         try:
             result = await client.upload_detailed(
                 image.source,
@@ -158,14 +170,17 @@ async def upload(
                 storage_options=storage_options,
             )
         except Exception as exc:
-            if client.stats.payments_signed == signed_before and is_transient(exc):
+            # This call's own log: the client may be shared with edits that signed meanwhile.
+            if not log.signed and is_transient(exc):
                 raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
             owed = log.unreconciled("upload", exc)
             if owed:
                 raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
             raise
     cost = sum(p.amount for p in result.payments)
-    get_run_logger().info("uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost))
+    get_run_logger().log(
+        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost)
+    )
     return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
 
 
@@ -241,7 +256,8 @@ async def submit_route(
     )
     paid_now = resend is None
     amount = job.payment.amount_usd if job.payment else 0
-    logger.info(
+    logger.log(
+        STEP_LOG_LEVEL.get(),
         "%s/%s job %s submitted (%s $%s)",
         model, operation, job.job_id, "paid" if paid_now else "paid earlier", amount,
     )
@@ -276,7 +292,10 @@ async def wait(
         if last and last[-1] == seen:
             return
         last.append(seen)
-        logger.info("job %s: %s%s", job.job_id, job.status, f" {job.progress:g}%" if job.progress else "")
+        logger.log(
+            STEP_LOG_LEVEL.get(), "job %s: %s%s", job.job_id, job.status,
+            f" {job.progress:g}%" if job.progress else "",
+        )
         if not report_progress:
             return
         percent = 100.0 if job.status == "complete" else float(job.progress or 0)
@@ -300,8 +319,12 @@ async def save(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
+    open_client: OpenClient | None = None,
 ) -> SavedResult:
     """Download a result at once and write it to `destination`; see `flows.tasks.save_result`.
+
+    With `open_client`, the download goes through that client's connection pool (no credentials are sent);
+    otherwise through a short-lived HTTP client of its own.
 
     Example:
         ```python
@@ -310,17 +333,24 @@ async def save(
     """
     if not image_url.startswith(("https://", "http://")):
         raise ValueError("result URL must be http(s)")
-    # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU per edit).
-    async with httpx.AsyncClient(
-        verify=tls_context(), timeout=download_timeout, follow_redirects=True
-    ) as http:
-        response = await http.get(image_url)
-        response.raise_for_status()
-        data = response.content
+    header_type = ""
+    if open_client is not None:
+        async with open_client(None) as client:
+            data = await client.download(image_url)
+    else:
+        # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU).
+        async with httpx.AsyncClient(
+            verify=tls_context(), timeout=download_timeout, follow_redirects=True
+        ) as http:
+            response = await http.get(image_url)
+            response.raise_for_status()
+            data = response.content
+        header_type = response.headers.get("content-type", "").split(";", 1)[0]
     await write_bytes(data, destination, storage_options)
     digest = sha256_hex(data)
-    get_run_logger().info("saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12])
-    header_type = response.headers.get("content-type", "").split(";", 1)[0]
+    get_run_logger().log(
+        STEP_LOG_LEVEL.get(), "saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12]
+    )
     return SavedResult(
         uri=destination, sha256=digest, size=len(data), content_type=header_type or content_type_for(data)
     )
