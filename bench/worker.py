@@ -7,6 +7,8 @@ Modes:
 - `uploads`: small uploads with the client (the upload share of the ideal batch time).
 - `upload`: one upload of a generated file of `size_mb` with the client, for peak memory.
 
+`BENCH_PROFILE=/tmp/prof` in the environment writes a cProfile of the phase to /tmp/prof.<mode>.
+
 A spec lists `points`, each [edits, concurrency], run one after the other in this process. One unmeasured
 warm-up edit against a fast simulator (`warmup_*` URLs) comes first, so lazy imports and first connections
 are not counted. Each point reports wall time, this process's CPU time (all threads), its RSS before and
@@ -331,7 +333,16 @@ def main() -> None:
     """Read the spec, run the phase in a temporary directory, print the result as one JSON line."""
     spec = json.loads(sys.stdin.read())
     with tempfile.TemporaryDirectory(prefix="stablestudio-bench-") as out_dir:
-        points: list[dict[str, Any]] = asyncio.run(MODES[spec["mode"]](spec, out_dir))
+        run = MODES[spec["mode"]](spec, out_dir)
+        profile_path = os.environ.get("BENCH_PROFILE")
+        if profile_path:  # cProfile of the event loop's thread, for finding where the CPU goes
+            import cProfile
+
+            profiler = cProfile.Profile()
+            points: list[dict[str, Any]] = profiler.runcall(asyncio.run, run)
+            profiler.dump_stats(f"{profile_path}.{spec['mode']}")
+        else:
+            points = asyncio.run(run)
     print(json.dumps({"mode": spec["mode"], "points": points}))
 
 
