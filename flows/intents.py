@@ -16,9 +16,11 @@ The first signature pins the recipient, asset and network of the edit: a later s
 ones, so a changed recipient is never paid silently. Paying it deliberately takes a new idempotency key.
 
 Records live on any fsspec URL: by default under PREFECT_HOME (one machine), or s3://bucket/prefix so workers
-on other machines share them. Local writes are write-then-rename; S3 object PUTs are atomic. A record holds
-the signed authorization (a bearer instrument for that one payment to that one recipient), never the private
-key.
+on other machines share them. A local record file is append-only while the edit is under way (one JSON
+document per line, each append a single write; the last complete line is the record, so a torn append leaves
+the one before), and is rewritten to its one final line (write, then rename) when the edit completes or fails;
+S3 object PUTs are atomic. A record holds the signed authorization (a bearer instrument for that one payment
+to that one recipient), never the private key; local files are created readable by their owner only.
 
 Within one batch, edits with the same key are serialised (the second reuses the first's job). Two separate
 runs working on the same key at the same instant are not: the store has no lock. Keep such runs apart (a
@@ -153,9 +155,10 @@ class PaymentIntent(BaseModel):
 class IntentStore:
     """Payment intents as JSON files on an fsspec URL.
 
-    Local folders are read and written directly in the event loop: a record is a few kB, and a write plus
-    rename costs ~0.08 ms where a worker thread and fsspec's layers cost ~0.3 ms per call (an edit makes
-    about six writes; bench/). Other URLs (S3, ...) go through fsspec in a worker thread.
+    Local folders are read and written directly in the event loop, by appending: an edit writes its record
+    about six times, and through a worker thread and fsspec each write cost ~0.3 ms of CPU, a write then
+    rename ~0.1 ms alone and up to ~0.6 ms of kernel time under load (a rename frees the old file's blocks),
+    an append ~0.01 ms (bench/). Other URLs (S3, ...) go through fsspec in a worker thread.
 
     Args:
         url: a folder (local path or fsspec URL); default `default_intent_url()`.
@@ -192,19 +195,19 @@ class IntentStore:
                 raw = handle.read()
         except FileNotFoundError:
             return None
-        return PaymentIntent.model_validate_json(raw)
+        return _last_record(raw, key)
 
     def _write_local(self, intent: PaymentIntent) -> None:
         path = self._path(intent.key)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        try:
-            handle = open(tmp, "wb")  # closed below; the folder is made on first use
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            handle = open(tmp, "wb")
-        with handle:
-            handle.write(_encoded(intent))
-        os.replace(tmp, path)  # rename: readers see the old record or the new one, never half of one
+        # The newline goes first: an append after a torn one starts a line of its own.
+        line = b"\n" + intent.model_dump_json().encode("utf-8")
+        if intent.status in _FINAL:
+            # Compact to the final record: write, then rename (readers see the old file or the new one).
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            _write_new(tmp, line, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.replace(tmp, path)
+        else:
+            _write_new(path, line, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
     async def get(self, key: str) -> PaymentIntent | None:
         """The record for `key`, or None."""
@@ -222,8 +225,43 @@ class IntentStore:
         return intent
 
 
+_FINAL = ("complete", "failed")
+
+
 def _encoded(intent: PaymentIntent) -> bytes:
     return intent.model_dump_json(indent=1).encode("utf-8")
+
+
+def _write_new(path: str, data: bytes, flags: int) -> None:
+    """One write(2) of `data` (a few kB: a local filesystem writes it whole); makes the folder if missing."""
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o600)
+    try:
+        written = os.write(fd, data)
+    finally:
+        os.close(fd)
+    if written != len(data):  # never seen on a local filesystem; a torn line is skipped by readers
+        raise OSError(f"short write of an intent record ({written} of {len(data)} bytes)")
+
+
+def _last_record(raw: bytes, key: str) -> PaymentIntent:
+    """The record of a local file: its last complete line (or its only document, as written before appends).
+
+    Raises:
+        ValueError: nothing in the file parses; never read as "no record", which could pay again.
+    """
+    if raw.startswith(b"{\n"):  # one indented document, as earlier versions wrote
+        return PaymentIntent.model_validate_json(raw)
+    for line in reversed(raw.splitlines()):
+        if line.strip():
+            try:
+                return PaymentIntent.model_validate_json(line)
+            except ValueError:
+                continue  # a torn last append: the line before it is the record
+    raise ValueError(f"intent record {key} is unreadable: move it aside only after reconciling its payment")
 
 
 def _local_dir(url: str) -> str | None:

@@ -164,3 +164,48 @@ async def test_intent_store_roundtrip(
     assert latest is not None and (latest.status, latest.job_id) == ("submitted", "job-1")
     with pytest.raises(ValueError):
         await store.get("../../etc/passwd")
+
+
+async def test_local_records_append_until_final_then_compact_and_survive_a_torn_append(
+    tmp_path: Path,
+) -> None:
+    store = IntentStore(str(tmp_path / "intents"))
+    key = intent_key("op", "0xabc", inputs=[], params={"n": 1})
+    path = tmp_path / "intents" / f"{key}.json"
+    payment = _payment()
+    await store.put(PaymentIntent(key=key, wallet="0xabc", status="new"))
+    await store.put(PaymentIntent(key=key, wallet="0xabc", status="signed", payment=payment))
+    assert len(path.read_bytes().strip().splitlines()) == 2  # appended, not rewritten
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds a signed authorization
+
+    # A crash in the middle of an append leaves a torn last line: the record before it stands.
+    with path.open("ab") as handle:
+        handle.write(b'\n{"key": "' + key.encode() + b'", "status": "submi')  # a prefix of an append
+    torn = await store.get(key)
+    assert torn is not None and torn.status == "signed" and torn.payment == payment
+
+    await store.put(torn.model_copy(update={"status": "submitted", "job_id": "job-1"}))
+    latest = await store.get(key)  # the append after the torn one is read whole
+    assert latest is not None and (latest.status, latest.job_id) == ("submitted", "job-1")
+
+    await store.put(latest.model_copy(update={"status": "complete", "output_uri": "out.png"}))
+    assert len(path.read_bytes().strip().splitlines()) == 1  # compacted to the final record
+    done = await store.get(key)
+    assert done is not None and (done.status, done.output_uri) == ("complete", "out.png")
+    assert done.payment == payment and done.job_id == "job-1"
+    assert list((tmp_path / "intents").iterdir()) == [path]  # no temporary files left
+
+
+async def test_a_record_written_as_one_indented_document_is_read_and_garbage_is_never_no_record(
+    tmp_path: Path,
+) -> None:
+    store = IntentStore(str(tmp_path))
+    key = intent_key("op", "0xabc", inputs=[], params={"n": 2})
+    record = PaymentIntent(key=key, wallet="0xabc", status="signed", payment=_payment())
+    (tmp_path / f"{key}.json").write_text(record.model_dump_json(indent=1))  # the format before appends
+    read = await store.get(key)
+    assert read is not None and read.payment == record.payment
+
+    (tmp_path / f"{key}.json").write_bytes(b"not json\n")
+    with pytest.raises(ValueError, match="unreadable"):  # never None: None would pay again
+        await store.get(key)
