@@ -8,7 +8,7 @@ Example:
     ```python
     from flows.storage import read_input, write_bytes
 
-    source = await read_input("s3://photos/cat.png")     # size checked, hashed in chunks, not held
+    source = await read_input("s3://photos/cat.png")     # size checked, hashed; held only up to 1 MiB
     uri = await write_bytes(await read_bytes(source.uri), "s3://edits/cat.png")
     ```
 
@@ -51,6 +51,8 @@ __all__ = [
 StorageOptions = dict[str, Any]
 T = TypeVar("T")
 _CHUNK = 1024 * 1024
+HELD_BYTES = _CHUNK
+"""Inputs up to this size are held in memory after hashing (larger ones are streamed again to upload)."""
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -64,8 +66,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 class InputImage:
     """An input image: where it came from, its size and checksum, and its bytes when it was given as bytes.
 
-    Files and URLs are not held in memory (an input may be up to 256 MiB): `source` is then the URI, which
-    the upload streams from.
+    Files and URLs over `HELD_BYTES` (1 MiB) are not held in memory (an input may be up to 256 MiB): `source`
+    is then the URI, which the upload streams from.
     """
 
     uri: str
@@ -153,8 +155,12 @@ def _inspect(uri: str, options: StorageOptions, max_bytes: int) -> InputImage:
             f"({max_bytes / 2**20:g} MiB) upload limit; nothing was read or paid",
             field="source",
         )
-    digest, head = _hash_file(fs, path)
     filename = PurePosixPath(uri.split("?", 1)[0]).name or "image"
+    if size <= HELD_BYTES:
+        # Read once and kept: the upload sends exactly the bytes that were hashed, without reading again.
+        data: bytes = _fresh(fs, path, lambda: fs.cat_file(path))
+        return InputImage(uri, sha256_hex(data), filename, content_type_for(data, filename), len(data), data)
+    digest, head = _hash_file(fs, path)
     return InputImage(uri, digest, filename, content_type_for(head, filename), size)
 
 
@@ -167,7 +173,8 @@ async def read_input(
 ) -> InputImage:
     """Describe an input image from a path, an fsspec URL or raw bytes: size, sha256, name and type.
 
-    The size is checked before a byte is read; a file is hashed in chunks and not kept in memory.
+    The size is checked before a byte is read; a file up to 1 MiB is read once and held (the upload sends
+    those very bytes), a larger one is hashed in chunks and not kept in memory.
 
     Args:
         source: a local path, an fsspec URL such as s3://bucket/key.png, or the image bytes.

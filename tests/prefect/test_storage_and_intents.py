@@ -50,7 +50,7 @@ async def test_s3_roundtrip_with_explicit_options_and_a_presigned_url(
     await write_bytes(PNG, uri, s3_storage_options)
     image = await read_input(uri, s3_storage_options)
     assert image.content_type == "image/png" and (image.size, image.sha256) == (len(PNG), sha256_hex(PNG))
-    assert image.data is None and image.source == uri  # streamed at upload, not held
+    assert image.data == PNG and image.source == PNG  # small: held, so the upload sends what was hashed
     assert await exists_with_checksum(uri, sha256_hex(PNG), s3_storage_options)
     url = await presign(uri, s3_storage_options, expires=3600)
     assert url is not None and url.startswith("http://127.0.0.1:")
