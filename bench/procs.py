@@ -114,6 +114,7 @@ class PrefectServer:
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.env["PREFECT_API_URL"] = self.api_url
         server_env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}
+        server_env["PREFECT_LOGGING_LEVEL"] = "WARNING"  # the server's own request logs; flows keep INFO
         args = [
             sys.executable,
             "-m",
@@ -175,7 +176,11 @@ def prefect_server(home: str) -> Iterator[PrefectServer]:
 
 
 def prefect_env(home: str) -> dict[str, str]:
-    """Environment for Prefect processes of this run: state in `home`, no telemetry, no UI."""
+    """Environment for Prefect processes of this run: state in `home`, no telemetry, no UI.
+
+    Flows log at Prefect's default level (INFO): a nightly pipeline sends its run logs to the API, and the
+    benchmark counts that.
+    """
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.update(
@@ -184,7 +189,7 @@ def prefect_env(home: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_ENABLED="false",
         PREFECT_RESULTS_LOCAL_STORAGE_PATH=os.path.join(home, "results"),
-        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_LOGGING_LEVEL="INFO",  # Prefect's default, whatever the caller's environment says
     )
     return env
 
