@@ -214,17 +214,23 @@ class BatchProgress:
     """A progress artifact for a batch, updated as edits finish (successes and failures alike).
 
     At most one update per `min_interval` seconds, and always the last one: a wave of edits finishing together
-    makes one API call, not one per edit.
+    makes one API call, not one per edit. With `log_tenths`, a log line also marks every tenth of the batch
+    ("120 of 200 edits done: 118 saved, 2 failed"), for batches too large for a line per edit.
     """
 
-    def __init__(self, total: int, *, prefix: str, min_interval: float = 1.0) -> None:
+    def __init__(
+        self, total: int, *, prefix: str, min_interval: float = 1.0, log_tenths: bool = False
+    ) -> None:
         self.total = max(total, 1)
         self.done = 0
+        self.failed = 0
         self.prefix = prefix
         self.min_interval = min_interval
+        self.log_tenths = log_tenths
         self.artifact_id: UUID | None = None
         self._reported_at = -math.inf
         self._reported_done = 0
+        self._logged_tenth = 0
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -236,9 +242,17 @@ class BatchProgress:
             ),
         )
 
-    async def advance(self) -> None:
-        """One more edit finished."""
+    async def advance(self, ok: bool = True) -> None:
+        """One more edit finished (`ok`: its result is saved)."""
         self.done += 1
+        self.failed += not ok
+        tenth = 10 * self.done // self.total
+        if self.log_tenths and tenth > self._logged_tenth:
+            self._logged_tenth = tenth
+            get_run_logger().info(
+                "%d of %d edits done: %d saved, %d failed",
+                self.done, self.total, self.done - self.failed, self.failed,
+            )
         now = time.monotonic()
         if self.artifact_id is None:
             return

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from decimal import Decimal
@@ -99,6 +100,8 @@ class EditBatch:
         max_wait_seconds: how long to wait for each job.
         expected_job_seconds: typical job duration (the first poll comes near it).
         job_progress: a progress artifact per job (single edits; a batch has its own).
+        step_log_level: level of the steps' lines (uploaded, submitted, job status, saved).
+        outcome_log_level: level of the one line per saved edit (failures are logged as errors).
     """
 
     def __init__(
@@ -113,6 +116,8 @@ class EditBatch:
         max_wait_seconds: float,
         expected_job_seconds: float,
         job_progress: bool = True,
+        step_log_level: int = logging.INFO,
+        outcome_log_level: int = logging.INFO,
     ) -> None:
         self.wallet = wallet
         self.store = store
@@ -123,6 +128,8 @@ class EditBatch:
         self.max_wait_seconds = max_wait_seconds
         self.expected_job_seconds = expected_job_seconds
         self.job_progress = job_progress
+        self.step_log_level = step_log_level
+        self.outcome_log_level = outcome_log_level
         # Two identical items of one batch share a key: the second waits and reuses the first's paid job.
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -177,7 +184,8 @@ class EditBatch:
         logger = get_run_logger()
         if outcome.ok:
             paid = "" if outcome.paid_now else " paid earlier"
-            logger.info(
+            logger.log(
+                self.outcome_log_level,
                 "edit of %s saved to %s (job %s, $%s%s, %.1f s)",
                 outcome.images[0],
                 outcome.output_uri,

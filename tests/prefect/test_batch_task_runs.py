@@ -17,7 +17,10 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
+from prefect.logging.handlers import APILogHandler
 
 from flows import edit_images
 from flows.edit import edits_per_task_run
@@ -136,3 +139,31 @@ async def test_a_transient_failure_after_paying_is_retried_without_paying_again(
     assert [o.status for o in result.outcomes] == ["complete", "complete"]
     assert sum(server.state()["counters"]["faults_injected"].values()) == 1
     assert len(payments(server, wallet.address, EDIT_ROUTE)) == 1  # one logical edit, paid once
+
+
+async def test_a_large_batch_logs_tenths_not_lines_per_edit_and_skips_per_edit_artifacts(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    name, _, _ = await make_wallet(sim)
+    paths = images(tmp_path, 24)
+    state = await edit_images(
+        name, paths, str(tmp_path / "out"), prompt="make it snow", max_concurrency=24,
+        intent_store_url=str(tmp_path / "intents"), return_state=True, **FAST,
+    )
+    result = await state.result()
+    assert len(result.succeeded) == 24
+    flow_run_id = state.state_details.flow_run_id
+    task_runs, artifacts = await run_details(flow_run_id)
+    assert len(task_runs) == 8  # 24 edits, 3 per task run
+    assert not any((a.key or "").startswith("stablestudio-edit-") for a in artifacts)
+    keys = {a.key for a in artifacts}
+    assert keys >= {"stablestudio-edits", "stablestudio-summary", "stablestudio-progress"}
+
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    messages = [log.message for log in logs]
+    tenths = [m for m in messages if " of 24 edits done: " in m]
+    assert len(tenths) == 10 and tenths[-1] == "24 of 24 edits done: 24 saved, 0 failed"
+    assert not any(m.startswith("edit of ") for m in messages)  # per edit: DEBUG only
+    assert any(m.startswith("24 of 24 edits saved") for m in messages)
