@@ -7,7 +7,7 @@ Modes:
 - `uploads`: small uploads with the client (the upload share of the ideal batch time).
 - `upload`: one upload of a generated file of `size_mb` with the client, for peak memory.
 
-`BENCH_PROFILE=/tmp/prof` in the environment writes a cProfile of the phase to /tmp/prof.<mode>.
+`BENCH_PROFILE=/tmp/prof` in the environment writes a cProfile of the measured points to /tmp/prof.<mode>.
 
 A spec lists `points`, each [edits, concurrency], run one after the other in this process. One unmeasured
 warm-up edit against a fast simulator (`warmup_*` URLs) comes first, so lazy imports and first connections
@@ -18,6 +18,7 @@ at its peak, and the simulator's request counts and CPU for that point.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import io
 import json
 import os
@@ -32,6 +33,9 @@ from typing import Any
 import httpx
 
 PROMPT = "make it snow"
+# BENCH_PROFILE=<path>: a cProfile of the measured points only (the event loop's thread), for finding where
+# the CPU goes; written to <path>.<mode>. The profiler slows the phase down: its figures are not results.
+_PROFILER = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
 Edit = Callable[[int], Awaitable[Any]]
 
 
@@ -102,7 +106,13 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
     reset_ok = reset_peak_rss()
     rss_before = _status_kb("VmRSS")
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
-    ok = await work()
+    if _PROFILER is not None:
+        _PROFILER.enable()
+    try:
+        ok = await work()
+    finally:
+        if _PROFILER is not None:
+            _PROFILER.disable()
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     result: dict[str, Any] = {
         "wall_s": wall,
@@ -333,16 +343,9 @@ def main() -> None:
     """Read the spec, run the phase in a temporary directory, print the result as one JSON line."""
     spec = json.loads(sys.stdin.read())
     with tempfile.TemporaryDirectory(prefix="stablestudio-bench-") as out_dir:
-        run = MODES[spec["mode"]](spec, out_dir)
-        profile_path = os.environ.get("BENCH_PROFILE")
-        if profile_path:  # cProfile of the event loop's thread, for finding where the CPU goes
-            import cProfile
-
-            profiler = cProfile.Profile()
-            points: list[dict[str, Any]] = profiler.runcall(asyncio.run, run)
-            profiler.dump_stats(f"{profile_path}.{spec['mode']}")
-        else:
-            points = asyncio.run(run)
+        points: list[dict[str, Any]] = asyncio.run(MODES[spec["mode"]](spec, out_dir))
+        if _PROFILER is not None:
+            _PROFILER.dump_stats(f"{os.environ['BENCH_PROFILE']}.{spec['mode']}")
     print(json.dumps({"mode": spec["mode"], "points": points}))
 
 
