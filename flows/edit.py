@@ -1,7 +1,7 @@
 """The flows: `edit_image` (one edit) and `edit_images` (a batch), usable alone, deployed, or as subflows.
 
-A batch runs its edits in a few task runs ("Edit cat.png and 24 more"), each with one client and one
-connection pool for its edits, all within the batch's `max_concurrency`. A task run per edit costs ~12 ms of
+A batch runs its edits in a few task runs ("Edit cat.png and 24 more") on one client (one connection pool),
+all within the batch's `max_concurrency`. A task run per edit costs ~12 ms of
 CPU here and ~40 ms in Prefect's API server (bench/), more than the edit itself; so by default a batch has at
 most 8 task runs of up to 100 edits each (`edits_per_task` sets it; 1 gives a task run per edit). Every edit
 still shows in the run's table artifact and its logs. What one edit does is in `flows.batch`.
@@ -91,9 +91,11 @@ def edits_per_task_run(edits: int, requested: int | None = None) -> int:
 
 @dataclass
 class _Shared:
-    """What the task runs of one batch share (in one event loop): the concurrency gate, outcomes, progress."""
+    """What the task runs of one batch share (in the flow's event loop: async tasks called from an async flow
+    run inline in it): one client and its connection pool, the concurrency gate, outcomes, progress."""
 
     prompt: str | None
+    open_client: steps.OpenClient
     gate: asyncio.Semaphore
     progress: BatchProgress
     prefix: str
@@ -110,23 +112,22 @@ def _label(items: list[EditItem]) -> str:
 async def edit_chunk(
     batch: EditBatch, shared: _Shared, chunk: list[tuple[int, EditItem]], label: str
 ) -> State[None] | None:
-    """Run the edits of one chunk at once (within the batch's gate) on one client; Failed if any failed.
+    """Run the edits of one chunk at once (within the batch's gate, on its client); Failed if any failed.
 
     Each edit retries its own transient failures (`flows.batch`); this task run is not retried, so a
     failure here never repeats the chunk's finished edits.
     """
     steps.STEP_LOG_LEVEL.set(batch.step_log_level)
-    async with steps.shared_client(batch.wallet) as open_client:
 
-        async def one(index: int, item: EditItem) -> None:
-            async with shared.gate:
-                outcome = await batch.edit(open_client, item, shared.prompt)
-            shared.outcomes[index] = outcome
-            if outcome.ok and shared.artifact_per_edit:
-                await edit_artifact(outcome, prefix=shared.prefix, storage_options=batch.storage_options)
-            await shared.progress.advance(outcome.ok)
+    async def one(index: int, item: EditItem) -> None:
+        async with shared.gate:
+            outcome = await batch.edit(shared.open_client, item, shared.prompt)
+        shared.outcomes[index] = outcome
+        if outcome.ok and shared.artifact_per_edit:
+            await edit_artifact(outcome, prefix=shared.prefix, storage_options=batch.storage_options)
+        await shared.progress.advance(outcome.ok)
 
-        await asyncio.gather(*(one(index, item) for index, item in chunk))
+    await asyncio.gather(*(one(index, item) for index, item in chunk))
     failed = [o for o in (shared.outcomes[i] for i, _ in chunk) if o is not None and not o.ok]
     if failed:
         # A Failed state, not an exception: each edit has logged its own error, no traceback to add.
@@ -184,23 +185,25 @@ async def _run_batch(
     )
     progress = BatchProgress(len(items), prefix=prefix, log_tenths=not small)
     await progress.start()
-    shared = _Shared(
-        prompt=prompt, gate=asyncio.Semaphore(max_concurrency), progress=progress, prefix=prefix,
-        artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
-        outcomes=[None] * len(items),
-    )
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
-    runs = [
-        edit_chunk(
-            cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
-            _label([item for _, item in chunk]), return_state=True,
+    async with steps.shared_client(wallet) as open_client:
+        shared = _Shared(
+            prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
+            progress=progress, prefix=prefix,
+            artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
+            outcomes=[None] * len(items),
         )
-        for chunk in chunks
-    ]
-    states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
+        # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
+        runs = [
+            edit_chunk(
+                cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
+                _label([item for _, item in chunk]), return_state=True,
+            )
+            for chunk in chunks
+        ]
+        states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
     outcomes: list[EditOutcome] = []
     for index, item in enumerate(items):
         outcome = shared.outcomes[index]

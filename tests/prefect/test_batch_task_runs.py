@@ -1,7 +1,7 @@
-"""How `edit_images` spreads a batch over task runs: few task runs, one client per task run, own records.
+"""How `edit_images` spreads a batch over task runs: few task runs, one client for the batch, own records.
 
-The edits of one task run share a client (one connection pool) and run at once; each must still pay under
-its own intent record, be retried on its own, and show in the run's artifacts.
+The edits of a batch share a client (one connection pool) and run at once; each must still pay under its
+own intent record, be retried on its own, and show in the run's artifacts and logs.
 """
 
 from __future__ import annotations
