@@ -1,6 +1,9 @@
 """Reading inputs and writing results through fsspec: local paths, s3:// (s3fs) or any other fsspec URL.
 
-fsspec calls are blocking; they run in a worker thread so a flow's event loop keeps serving other edits.
+fsspec calls are blocking; they run in a worker thread so a flow's event loop keeps serving other edits. Local
+files of up to `INLINE_BYTES` (256 KiB) are read and written in the event loop instead: with dozens of edits
+at once, worker threads fighting for the GIL made a 5 kB read cost ~0.55 ms of CPU and a write ~0.27 ms,
+against ~0.01 and ~0.05 ms inline (bench/).
 `storage_options` go to fsspec unchanged, e.g. `{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}`
 for MinIO, or `{"profile": "prod"}`.
 
@@ -51,6 +54,8 @@ __all__ = [
 StorageOptions = dict[str, Any]
 T = TypeVar("T")
 _CHUNK = 1024 * 1024
+INLINE_BYTES = 256 * 1024
+"""Local files up to this size are read (and hashed) or written in the event loop, not in a worker thread."""
 HELD_BYTES = _CHUNK
 """Inputs up to this size are held in memory after hashing (larger ones are streamed again to upload)."""
 
@@ -203,7 +208,30 @@ async def read_input(
             f"bytes:{digest}", digest, filename, content_type_for(source, filename), len(source), source
         )
     uri = os.fspath(source)
+    small = _inspect_small_local(uri, max_bytes)
+    if small is not None:
+        return small
     return await asyncio.to_thread(_inspect, uri, dict(storage_options or {}), max_bytes)
+
+
+def _inspect_small_local(uri: str, max_bytes: int) -> InputImage | None:
+    """A local file of up to `INLINE_BYTES`, read and hashed at once; None for anything else."""
+    local = _local_path(uri)
+    if local is None or os.stat(local).st_size > min(INLINE_BYTES, max_bytes):
+        return None
+    with open(local, "rb") as handle:
+        data = handle.read(INLINE_BYTES + 1)
+    if len(data) > min(INLINE_BYTES, max_bytes):
+        return None  # it grew since the stat: inspect it the long way
+    filename = PurePosixPath(uri).name or "image"
+    return InputImage(uri, sha256_hex(data), filename, content_type_for(data, filename), len(data), data)
+
+
+def _local_path(uri: str) -> str | None:
+    """The filesystem path of a local path or file:// URL; None for other fsspec URLs."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return None if "://" in uri else os.path.expanduser(uri)
 
 
 def _write(uri: str, data: bytes, options: StorageOptions) -> None:
@@ -221,8 +249,21 @@ def _write(uri: str, data: bytes, options: StorageOptions) -> None:
 
 async def write_bytes(data: bytes, uri: str, storage_options: StorageOptions | None = None) -> str:
     """Write `data` to `uri` (parents created for local paths); return `uri`."""
-    await asyncio.to_thread(_write, uri, data, dict(storage_options or {}))
+    local = _local_path(uri)
+    if local is not None and len(data) <= INLINE_BYTES:
+        _write_local(local, data)
+    else:
+        await asyncio.to_thread(_write, uri, data, dict(storage_options or {}))
     return uri
+
+
+def _write_local(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Write then rename: a reader (or a rerun checking the checksum) never sees half a file.
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 def _checksum_matches(uri: str, sha256: str, options: StorageOptions) -> bool:
