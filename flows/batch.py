@@ -279,7 +279,7 @@ class EditBatch:
                 )
             )
 
-        paid = await steps.submit(open_client, self.wallet, request, key, self.store)
+        paid = await steps.submit(open_client, self.wallet, request, key, self.store, known=intent)
         outcome.job_id, outcome.cost_usd = paid.job_id, to_dollars(paid.cost)
         # A later attempt resumes the job an earlier one paid for: that payment is still this run's.
         outcome.paid_now, outcome.transaction = outcome.paid_now or paid.paid_now, paid.transaction

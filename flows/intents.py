@@ -276,11 +276,23 @@ class IntentHooks:
 
     A failed write in `after_signing` raises, and the client then sends nothing: money never moves without a
     record that lets a later attempt find it.
+
+    With `defer_settled`, a settled outcome is only kept in memory: the caller writes it with the job id an
+    instant later (one write, not two), and calls `flush()` if anything goes wrong before that. A refused or
+    unknown outcome is always written at once.
     """
 
-    def __init__(self, store: IntentStore, intent: PaymentIntent) -> None:
+    def __init__(self, store: IntentStore, intent: PaymentIntent, *, defer_settled: bool = False) -> None:
         self.store = store
         self.intent = intent
+        self.defer_settled = defer_settled
+        self._unwritten = False
+
+    async def flush(self) -> None:
+        """Write a deferred settled outcome now (nothing to do when there is none)."""
+        if self._unwritten:
+            self.intent = await self.store.put(self.intent)
+            self._unwritten = False
 
     async def before_signing(self, quote: Quote) -> None:
         """Refuse to sign for other terms than the edit's earlier signature (the budget reserves here too).
@@ -319,4 +331,7 @@ class IntentHooks:
             update.update(status="unknown", reason=outcome.reason)
         elif outcome.settlement is not None and outcome.settlement.transaction:
             update["transaction"] = outcome.settlement.transaction
+        if outcome.status == "settled" and self.defer_settled:
+            self.intent, self._unwritten = self.intent.model_copy(update=update), True
+            return
         self.intent = await self.store.put(self.intent.model_copy(update=update))

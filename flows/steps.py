@@ -190,6 +190,8 @@ async def submit(
     request: EditRequest,
     idempotency_key: str,
     store: IntentStore,
+    *,
+    known: PaymentIntent | None = None,
 ) -> PaidJob:
     """Pay for and submit a Flux 2 Pro edit at most once per key; see `flows.tasks.submit_edit`.
 
@@ -199,7 +201,7 @@ async def submit(
         ```
     """
     return await submit_route(
-        open_client, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store
+        open_client, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store, known=known
     )
 
 
@@ -211,12 +213,15 @@ async def submit_route(
     body: dict[str, Any],
     idempotency_key: str,
     store: IntentStore,
+    *,
+    known: PaymentIntent | None = None,
 ) -> PaidJob:
     """Pay for and submit any generate route at most once per key: the one reconcile-then-pay step.
 
     A job recorded under the key is returned as is; a payment signed earlier (a crash, a lost reply, an
     unknown outcome) is re-sent with the body it was signed for, never signed anew. Otherwise the payment is
-    persisted before it is sent (the intent hooks), and the job id before this returns.
+    persisted with its body before it is sent (the intent hooks), and the job id with the settlement before
+    this returns. `known` is the key's record when the caller has just read or written it (saves a read).
 
     Example:
         ```python
@@ -226,7 +231,7 @@ async def submit_route(
     """
     logger = get_run_logger()
     fresh = PaymentIntent(key=idempotency_key, wallet=wallet.public_address)
-    intent = await store.get(idempotency_key) or fresh
+    intent = known or await store.get(idempotency_key) or fresh
     if intent.job_id is not None:
         logger.info("job %s already paid for under this key: resuming it", intent.job_id)
         return PaidJob(
@@ -238,16 +243,23 @@ async def submit_route(
         body = intent.request  # the body this payment was signed for
         logger.warning("re-sending the payment signed earlier (nonce %s), not signing anew", resend.nonce)
     else:
-        # A refused payment is dropped, but its terms stay pinned: the next signature must match them.
+        # A refused payment is dropped, but its terms stay pinned: the next signature must match them. Not
+        # written yet: the signed record (written before sending) carries the body; until then nothing moved.
         pinned = intent.pinned or (PaymentTerms.of(intent.payment) if intent.payment else None)
-        intent = await store.put(
-            intent.model_copy(update={"request": body, "status": "new", "payment": None, "pinned": pinned})
-        )
-    hooks = IntentHooks(store, intent)
-    async with open_client(hooks) as client:
-        job = await client.submit_generation(
-            model, operation, body, payment=resend, idempotency_key=idempotency_key
-        )
+        update = {"request": body, "status": "new", "payment": None, "pinned": pinned}
+        intent = intent.model_copy(update=update)
+    hooks = IntentHooks(store, intent, defer_settled=True)
+    try:
+        async with open_client(hooks) as client:
+            job = await client.submit_generation(
+                model, operation, body, payment=resend, idempotency_key=idempotency_key
+            )
+    except BaseException:
+        try:
+            await hooks.flush()  # a settled payment is on record before the error goes on
+        except Exception as flush_error:  # the signed record stands; say so, and raise the original error
+            logger.warning("settlement of job payment not recorded: %s", flush_error)
+        raise
     transaction = job.settlement.transaction if job.settlement else hooks.intent.transaction
     await store.put(
         hooks.intent.model_copy(

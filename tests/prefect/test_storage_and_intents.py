@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fsspec.core import url_to_fs
 
-from flows.intents import IntentStore, PaymentIntent, intent_key
+from flows.intents import IntentHooks, IntentStore, PaymentIntent, intent_key
 from flows.storage import (
     content_type_for,
     exists_with_checksum,
@@ -24,7 +24,7 @@ from flows.storage import (
     write_bytes,
 )
 from stablestudio.errors import InvalidRequest
-from stablestudio.payment import Payment
+from stablestudio.payment import Payment, PaymentOutcome, Settlement
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
@@ -209,3 +209,28 @@ async def test_a_record_written_as_one_indented_document_is_read_and_garbage_is_
     (tmp_path / f"{key}.json").write_bytes(b"not json\n")
     with pytest.raises(ValueError, match="unreadable"):  # never None: None would pay again
         await store.get(key)
+
+
+async def test_deferred_hooks_keep_a_settlement_for_the_next_write_and_write_refusals_at_once(
+    tmp_path: Path,
+) -> None:
+    store = IntentStore(str(tmp_path))
+    key = intent_key("op", "0xabc", inputs=[], params={"n": 3})
+    payment = _payment()
+    hooks = IntentHooks(store, PaymentIntent(key=key, wallet="0xabc"), defer_settled=True)
+    await hooks.after_signing(payment)
+    assert (await store.get(key)).status == "signed"  # type: ignore[union-attr]  # before sending: on disk
+
+    settled = PaymentOutcome(status="settled", settlement=Settlement(success=True, transaction="0xfeed"))
+    await hooks.after_outcome(payment, settled)
+    on_disk = await store.get(key)
+    assert on_disk is not None and on_disk.transaction is None  # kept for the caller's next write...
+    assert hooks.intent.transaction == "0xfeed"
+    await hooks.flush()  # ...or written when the caller fails before it
+    flushed = await store.get(key)
+    assert flushed is not None and (flushed.status, flushed.transaction) == ("signed", "0xfeed")
+
+    refused = IntentHooks(store, flushed, defer_settled=True)
+    await refused.after_outcome(payment, PaymentOutcome(status="rejected", reason="insufficient_funds"))
+    latest = await store.get(key)
+    assert latest is not None and (latest.status, latest.reason) == ("rejected", "insufficient_funds")
