@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -171,7 +172,7 @@ class IntentStore:
         self._local_dir = _local_dir(self.url)
 
     def _path(self, key: str) -> str:
-        if not all(c in "0123456789abcdef" for c in key) or len(key) != 64:
+        if not _KEY.fullmatch(key):
             raise ValueError("an intent key is 64 lowercase hex digits")
         if self._local_dir is not None:
             return os.path.join(self._local_dir, f"{key}.json")
@@ -226,6 +227,7 @@ class IntentStore:
 
 
 _FINAL = ("complete", "failed")
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 def _encoded(intent: PaymentIntent) -> bytes:

@@ -258,10 +258,14 @@ async def write_bytes(data: bytes, uri: str, storage_options: StorageOptions | N
 
 
 def _write_local(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # Write then rename: a reader (or a rerun checking the checksum) never sees half a file.
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as handle:
+    try:
+        handle = open(tmp, "wb")  # the folder is made when missing, not checked before every write
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = open(tmp, "wb")
+    with handle:
         handle.write(data)
     os.replace(tmp, path)
 
