@@ -48,7 +48,7 @@ class RawClient:
         url = self.base_url + path
         content = json.dumps(body).encode()
         headers = {"content-type": "application/json"}
-        quote = await self.http.post(url, content=content, headers=headers)
+        quote = await self.send("POST", url, content=content, headers=headers)
         if quote.status_code != 402:
             raise RuntimeError(f"expected 402, got {quote.status_code}: {quote.text[:200]}")
         required = _unb64(quote.headers["payment-required"])
@@ -97,11 +97,23 @@ class RawClient:
             },
             "extensions": required.get("extensions", {}),
         }
-        paid = await self.http.post(
-            url, content=content, headers={**headers, "PAYMENT-SIGNATURE": _b64(payload)}
+        paid = await self.send(
+            "POST", url, content=content, headers={**headers, "PAYMENT-SIGNATURE": _b64(payload)}
         )
         paid.raise_for_status()
         return paid.json()
+
+    async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, sent once more if a kept-alive connection was closed under it.
+
+        The server (uvicorn) closes connections idle for 5 s and httpx's pool keeps them 5 s, so a request can
+        go out on one the server is closing. Sending again is safe for every request here (a paid POST carries
+        the same signature, which settles at most once); a careful script does it, and so does the client.
+        """
+        try:
+            return await self.http.request(method, url, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return await self.http.request(method, url, **kwargs)
 
     def siwx_header(self, url: str) -> str:
         """A Sign-In-With-X proof with a nonce of our own (one request per authenticated call)."""
@@ -131,15 +143,16 @@ class RawClient:
         url = self.base_url + path
         headers = {"SIGN-IN-WITH-X": self.siwx_header(url)}
         if body is None:
-            return await self.http.request(method, url, headers=headers)
-        return await self.http.request(method, url, headers=headers, json=body)
+            return await self.send(method, url, headers=headers)
+        return await self.send(method, url, headers=headers, json=body)
 
     async def upload(self, data: bytes, filename: str, blob_api_url: str) -> str:
         """The three upload steps; returns the blob URL."""
         ticket = await self.paid_post(
             "/api/upload", {"filename": filename, "contentType": "image/png", "size": len(data)}
         )
-        put = await self.http.put(
+        put = await self.send(
+            "PUT",
             f"{blob_api_url}/?{urlencode({'pathname': ticket['pathname']})}",
             content=data,
             headers={
@@ -183,7 +196,7 @@ class RawClient:
             "/api/generate/flux-2-pro/edit", {"prompt": prompt, "images": [blob_url]}
         )
         job = await self.wait(submitted["jobId"], expected)
-        image = await self.http.get(job["result"]["imageUrl"])
+        image = await self.send("GET", job["result"]["imageUrl"])
         image.raise_for_status()
         target = os.path.join(out_dir, f"{os.path.splitext(filename)[0]}-edited.webp")
         await asyncio.to_thread(_write, target, image.content)
