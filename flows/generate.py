@@ -28,7 +28,6 @@ import mimetypes
 from decimal import Decimal
 from typing import Annotated, Any
 
-import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,7 +54,6 @@ from flows.tasks import (
     upload_image,
     wait_for_job,
 )
-from stablestudio import tls_context
 from stablestudio.catalog import CatalogEntry, MediaKind, catalog_entry
 from stablestudio.money import to_dollars
 
@@ -168,15 +166,8 @@ async def save_media(
         saved = await save_media(result.video_url, "s3://renders/", "waves")   # s3://renders/waves.mp4
         ```
     """
-    if not url.startswith(("https://", "http://")):
-        raise ValueError("result URL must be http(s)")
-    async with httpx.AsyncClient(
-        verify=tls_context(), timeout=download_timeout, follow_redirects=True
-    ) as http:
-        response = await http.get(url)
-        response.raise_for_status()
-        data = response.content
-    content_type = response.headers.get("content-type", "").split(";", 1)[0] or content_type_for(data)
+    data, header_type = await steps.download(url, download_timeout=download_timeout)
+    content_type = header_type or content_type_for(data)
     destination = join_uri(folder, f"{stem}.{extension_for(content_type)}")
     await write_bytes(data, destination, storage_options)
     digest = sha256_hex(data)

@@ -325,6 +325,34 @@ async def wait(
         )
 
 
+async def download(
+    url: str, *, download_timeout: float = 60.0, open_client: OpenClient | None = None
+) -> tuple[bytes, str]:
+    """Fetch a result URL at once (they expire): its bytes, and the content type its header names ("" if
+    none). No credentials are sent.
+
+    With `open_client`, the download goes through that client's connection pool; otherwise through a
+    short-lived HTTP client of its own.
+
+    Example:
+        ```python
+        data, content_type = await download(result.image_url)
+        ```
+    """
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("result URL must be http(s)")
+    if open_client is not None:
+        async with open_client(None) as client:
+            return await client.download(url), ""
+    # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU).
+    async with httpx.AsyncClient(
+        verify=tls_context(), timeout=download_timeout, follow_redirects=True
+    ) as http:
+        response = await http.get(url)
+        response.raise_for_status()
+    return response.content, response.headers.get("content-type", "").split(";", 1)[0]
+
+
 async def save(
     image_url: str,
     destination: str,
@@ -335,29 +363,16 @@ async def save(
 ) -> SavedResult:
     """Download a result at once and write it to `destination`; see `flows.tasks.save_result`.
 
-    With `open_client`, the download goes through that client's connection pool (no credentials are sent);
-    otherwise through a short-lived HTTP client of its own.
+    With `open_client`, the download goes through that client's connection pool (see `download`).
 
     Example:
         ```python
         saved = await save(result.image_url, "s3://edits/cat.png")
         ```
     """
-    if not image_url.startswith(("https://", "http://")):
-        raise ValueError("result URL must be http(s)")
-    header_type = ""
-    if open_client is not None:
-        async with open_client(None) as client:
-            data = await client.download(image_url)
-    else:
-        # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU).
-        async with httpx.AsyncClient(
-            verify=tls_context(), timeout=download_timeout, follow_redirects=True
-        ) as http:
-            response = await http.get(image_url)
-            response.raise_for_status()
-            data = response.content
-        header_type = response.headers.get("content-type", "").split(";", 1)[0]
+    data, header_type = await download(
+        image_url, download_timeout=download_timeout, open_client=open_client
+    )
     await write_bytes(data, destination, storage_options)
     digest = sha256_hex(data)
     get_run_logger().log(
