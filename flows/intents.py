@@ -49,7 +49,7 @@ from typing import Any, Literal
 from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.storage import StorageOptions
+from flows.storage import StorageOptions, local_path
 from stablestudio.errors import PolicyRefused
 from stablestudio.payment import Payment, PaymentOutcome
 from stablestudio.x402 import Quote
@@ -169,7 +169,7 @@ class IntentStore:
     def __init__(self, url: str | None = None, storage_options: StorageOptions | None = None) -> None:
         self.url = (url or default_intent_url()).rstrip("/")
         self.storage_options = dict(storage_options or {})
-        self._local_dir = _local_dir(self.url)
+        self._local_dir = local_path(self.url)
 
     def _path(self, key: str) -> str:
         if not _KEY.fullmatch(key):
@@ -264,13 +264,6 @@ def _last_record(raw: bytes, key: str) -> PaymentIntent:
             except ValueError:
                 continue  # a torn last append: the line before it is the record
     raise ValueError(f"intent record {key} is unreadable: move it aside only after reconciling its payment")
-
-
-def _local_dir(url: str) -> str | None:
-    """The folder of a local path or file:// URL; None for other fsspec URLs."""
-    if url.startswith("file://"):
-        return url[len("file://") :] or "/"
-    return None if "://" in url else os.path.expanduser(url)
 
 
 class IntentHooks:

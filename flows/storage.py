@@ -104,8 +104,20 @@ def content_type_for(data: bytes, name: str = "") -> str:
     return guessed or "application/octet-stream"
 
 
+def local_path(uri: str) -> str | None:
+    """The filesystem path of a local path or file:// URL; None for other fsspec URLs.
+
+    Example:
+        >>> local_path("file:///data/cat.png"), local_path("s3://photos/cat.png")
+        ('/data/cat.png', None)
+    """
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return None if "://" in uri else os.path.expanduser(uri)
+
+
 def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+    return local_path(uri) is not None
 
 
 def join_uri(folder: str, name: str) -> str:
@@ -216,7 +228,7 @@ async def read_input(
 
 def _inspect_small_local(uri: str, max_bytes: int) -> InputImage | None:
     """A local file of up to `INLINE_BYTES`, read and hashed at once; None for anything else."""
-    local = _local_path(uri)
+    local = local_path(uri)
     if local is None or os.stat(local).st_size > min(INLINE_BYTES, max_bytes):
         return None
     with open(local, "rb") as handle:
@@ -225,13 +237,6 @@ def _inspect_small_local(uri: str, max_bytes: int) -> InputImage | None:
         return None  # it grew since the stat: inspect it the long way
     filename = PurePosixPath(uri).name or "image"
     return InputImage(uri, sha256_hex(data), filename, content_type_for(data, filename), len(data), data)
-
-
-def _local_path(uri: str) -> str | None:
-    """The filesystem path of a local path or file:// URL; None for other fsspec URLs."""
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
-    return None if "://" in uri else os.path.expanduser(uri)
 
 
 def _write(uri: str, data: bytes, options: StorageOptions) -> None:
@@ -249,7 +254,7 @@ def _write(uri: str, data: bytes, options: StorageOptions) -> None:
 
 async def write_bytes(data: bytes, uri: str, storage_options: StorageOptions | None = None) -> str:
     """Write `data` to `uri` (parents created for local paths); return `uri`."""
-    local = _local_path(uri)
+    local = local_path(uri)
     if local is not None and len(data) <= INLINE_BYTES:
         _write_local(local, data)
     else:
