@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stablestudio_simulator.encoding import b64_json
-from stablestudio_simulator.faults import FaultRule
+from stablestudio_simulator.faults import Checkpoint, FaultRule
 from stablestudio_simulator.ledger import SettlementRefused
 from stablestudio_simulator.mpp import (
     MppRefused,
@@ -79,6 +79,14 @@ def _fault_response(state: SimulatorState, route: str, rule: FaultRule) -> Respo
             {"Retry-After": str(rule.retry_after)},
         )
     return None
+
+
+def _paid_fault(state: SimulatorState, checkpoint: Checkpoint, route: str) -> FaultRule | None:
+    """The fault a paid request meets at `checkpoint` ("verified", "created"), counted if one fires."""
+    rule = state.faults.decide(checkpoint, route, paid=True)
+    if rule is not None:
+        state.ledger.count(state.ledger.faults, f"{route}:{rule.kind}")
+    return rule
 
 
 async def apply_request_fault(
@@ -178,14 +186,10 @@ async def _handle_mpp(
     if state.ledger.balance(charge.payer, charge.network) < charge.value:
         return refuse("insufficient_funds", "the payer's Tempo balance is too low", "payment-insufficient")
 
-    settle_fault = state.faults.decide("verified", route.name, paid=True)
-    if settle_fault is not None:
-        state.ledger.count(state.ledger.faults, f"{route.name}:{settle_fault.kind}")
+    settle_fault = _paid_fault(state, "verified", route.name)
     if settle_fault is not None and settle_fault.kind == "reset_before_settlement":
         return DroppedConnection()
-    created_fault = state.faults.decide("created", route.name, paid=True)
-    if created_fault is not None:
-        state.ledger.count(state.ledger.faults, f"{route.name}:{created_fault.kind}")
+    created_fault = _paid_fault(state, "created", route.name)
     resource_id, result = route.create(full, body, charge.payer, created_fault)
     if settle_fault is not None and settle_fault.kind == "settlement_failure":
         return refuse("settlement_failed", "broadcast failed after the request was handled")
@@ -290,15 +294,11 @@ async def _handle_paid(
     if state.ledger.balance(auth.payer) < auth.value:
         return _refused(state, challenge, "insufficient_funds", "the payer's balance is too low")
 
-    settle_fault = state.faults.decide("verified", route.name, paid=True)
-    if settle_fault is not None:
-        state.ledger.count(state.ledger.faults, f"{route.name}:{settle_fault.kind}")
+    settle_fault = _paid_fault(state, "verified", route.name)
     if settle_fault is not None and settle_fault.kind == "reset_before_settlement":
         return DroppedConnection()
 
-    created_fault = state.faults.decide("created", route.name, paid=True)
-    if created_fault is not None:
-        state.ledger.count(state.ledger.faults, f"{route.name}:{created_fault.kind}")
+    created_fault = _paid_fault(state, "created", route.name)
     resource_id, result = route.create(full, body, auth.payer, created_fault)
 
     if settle_fault is not None and settle_fault.kind == "settlement_failure":
