@@ -60,8 +60,8 @@ class Job:
         """Blob pathname of a video's thumbnail (PNG); None for images."""
         return f"generated/{self.job_id}.thumb.png" if self.media == "video" else None
 
-    def view(self, now: float, base_url: str) -> dict[str, Any]:
-        """The JSON of ``GET /api/jobs/{id}`` at ``now``."""
+    def view(self, now: float, base_url: str, *, timestamps: bool = True) -> dict[str, Any]:
+        """The JSON of ``GET /api/jobs/{id}`` at ``now``; createdAt/updatedAt only with ``timestamps``."""
         status, progress = self.status(now)
         result: dict[str, str] | None = None
         if status == "complete":
@@ -72,7 +72,7 @@ class Job:
                 else {"imageUrl": url}
             )
         updated = min(now, self.done_at) if status in ("complete", "failed") else now
-        return {
+        view: dict[str, Any] = {
             "jobId": self.job_id,
             "type": self.type,
             "status": status,
@@ -82,9 +82,10 @@ class Job:
             if status == "failed"
             else None,
             "input": self.input,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(updated),
         }
+        if timestamps:
+            view.update(createdAt=iso(self.created_at), updatedAt=iso(updated))
+        return view
 
 
 @dataclass

@@ -145,7 +145,8 @@ def build_routes(state: SimulatorState) -> list[Route]:
             found = state.jobs.job_for(request.path_params["job_id"], address)
             if found is None:
                 return json_response(NOT_FOUND, 404, NO_STORE)
-            return json_response(found.view(time.time(), state.origin), 200, NO_STORE)
+            view = found.view(time.time(), state.origin, timestamps=state.settings.job_timestamps)
+            return json_response(view, 200, NO_STORE)
 
         return await _with_siwx(state, request, "job", "GET /api/jobs/{id}", read)
 
@@ -159,7 +160,7 @@ def build_routes(state: SimulatorState) -> list[Route]:
             now = time.time()
             views = []
             for found in state.jobs.jobs_of(address):
-                view = found.view(now, state.origin)
+                view = found.view(now, state.origin, timestamps=state.settings.job_timestamps)
                 if wanted in (None, "", view["status"]):
                     views.append(view)
                 if len(views) >= limit:

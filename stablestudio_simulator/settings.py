@@ -115,6 +115,11 @@ class SimulatorSettings(BaseModel):
     mpp_chain_id: int = Field(default=TEMPO_CHAIN_ID, description="Tempo chain id of the MPP challenge.")
     mpp_recipient: str | None = Field(default=None, description="MPP recipient; None uses pay_to.")
     mpp_secret: str = Field(default="simulator-mpp-secret", description="HMAC key binding challenge ids.")
+    job_timestamps: bool = Field(
+        default=True,
+        description="Send createdAt/updatedAt in job records (the real API's are not documented: clients "
+        "must work without them).",
+    )
     seed: int = Field(default=0, description="Seed of latency jitter and rate-based faults.")
     faults: tuple[FaultRule, ...] = Field(default=(), description="The initial fault plan.")
     log_level: str = Field(default="warning", description="uvicorn log level.")
