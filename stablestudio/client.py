@@ -42,7 +42,7 @@ from stablestudio.models import EditRequest, Job, JobResult, SubmittedJob, Uploa
 from stablestudio.paying import PaidResponse, PaymentFlow
 from stablestudio.payment import NoHooks, Payment, PaymentHooks
 from stablestudio.policy import WalletPolicy
-from stablestudio.polling import PollSchedule
+from stablestudio.polling import PollSchedule, TurnaroundHistory
 from stablestudio.session import Session, SiwxMode
 from stablestudio.sources import ImageSource, open_source
 from stablestudio.uploads import upload_opened
@@ -115,6 +115,8 @@ class StableStudioClient:
         self.stats = ClientStats()
         self._timeout = timeout
         self._max_connections = max_connections
+        # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
+        self._turnarounds: dict[float, TurnaroundHistory] = {}
         self._session = Session(self.base_url, self._signer, None, siwx_mode, self.stats)
         self._flow = PaymentFlow(
             self._session,
@@ -317,6 +319,9 @@ class StableStudioClient:
     ) -> JobResult:
         """Poll until the job completes: first near `expected_seconds`, then adaptive (see `PollSchedule`).
 
+        Once a few of this client's jobs with the same `expected_seconds` have finished, the first poll
+        comes at the short end of their turnarounds instead (`TurnaroundHistory`): about one poll per job.
+
         Args:
             job_id: the job.
             timeout: overall deadline in seconds.
@@ -329,13 +334,20 @@ class StableStudioClient:
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
+        history = self._turnarounds.setdefault(expected_seconds, TurnaroundHistory())
         schedule = PollSchedule(
-            expected_seconds=expected_seconds, timeout=timeout, rng=rng or random.Random()
+            expected_seconds=expected_seconds,
+            timeout=timeout,
+            learned_seconds=history.estimate(),
+            rng=rng or random.Random(),
         )
         delay = schedule.first_delay()
         last: Job | None = None
+        polls = 0
+        predicted: float | None = None
         while True:
             await asyncio.sleep(delay)
+            polls += 1
             try:
                 job = await self.get_job(job_id)
             except RateLimited as exc:
@@ -352,7 +364,11 @@ class StableStudioClient:
                     outcome = on_progress(job)
                     if inspect.isawaitable(outcome):
                         await outcome
+                elapsed = loop.time() - start
                 if job.status == "complete":
+                    history.add_finished(
+                        elapsed, server_seconds=job.server_seconds, predicted=predicted, first_poll=polls == 1
+                    )
                     urls = job.result
                     return JobResult(
                         job_id=job.job_id,
@@ -363,7 +379,9 @@ class StableStudioClient:
                     )
                 if job.status == "failed":
                     raise JobFailed(job.job_id, job.error, job)
-                delay = schedule.next_delay(elapsed=loop.time() - start, progress=job.progress)
+                if job.progress is not None and 0 < job.progress < 100:
+                    predicted = elapsed * 100.0 / job.progress
+                delay = schedule.next_delay(elapsed=elapsed, progress=job.progress)
             if loop.time() - start >= timeout:
                 raise JobTimeout(job_id, timeout, last)
 

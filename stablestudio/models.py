@@ -165,6 +165,13 @@ class Job(BaseModel):
         """True once the job is complete or failed."""
         return self.status in ("complete", "failed")
 
+    @property
+    def server_seconds(self) -> float | None:
+        """The server's own count of seconds from creation to the last update, when it sends both times."""
+        if self.created_at is None or self.updated_at is None:
+            return None
+        return (self.updated_at - self.created_at).total_seconds()
+
 
 class JobResult(BaseModel):
     """A complete job's output URLs. They expire (about 20 min): download at once."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import random
 
-from stablestudio.polling import PollSchedule
+import pytest
+
+from stablestudio.polling import PollSchedule, TurnaroundHistory
 
 
 def schedule(**kw: float) -> PollSchedule:
@@ -59,3 +61,44 @@ def test_retry_after_is_honoured() -> None:
     s = schedule(timeout=120.0)
     assert s.retry_after_delay(elapsed=5.0, retry_after=7.0) == 7.0
     assert s.retry_after_delay(elapsed=118.0, retry_after=7.0) == 2.0
+
+
+def test_a_learned_turnaround_times_the_first_poll_with_only_a_little_later_jitter() -> None:
+    delays = [
+        PollSchedule(expected_seconds=5, learned_seconds=3.0, rng=random.Random(seed)).first_delay()
+        for seed in range(50)
+    ]
+    assert all(3.0 <= d <= 3.06 for d in delays) and len(set(delays)) > 1
+    # Kept inside the deadline like every other delay.
+    assert PollSchedule(learned_seconds=30.0, timeout=10.0).first_delay() == 10.0
+
+
+def test_history_waits_for_a_few_samples_then_reads_a_low_quantile_of_the_recent_ones() -> None:
+    h = TurnaroundHistory()
+    for seconds in (5.0, 5.2, 5.1):
+        h.add(seconds)
+    assert h.estimate() is None
+    h.add(4.8)
+    assert h.estimate() == 4.8
+    for i in range(40):  # the service slowed down: the old samples drop out of the window of 32
+        h.add(6.0 + i / 100)
+    assert h.estimate() == pytest.approx(6.11)  # the 10th percentile of 6.08 .. 6.39
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        h.add(bad)
+    assert h.estimate() == pytest.approx(6.11)
+
+
+def test_a_finished_job_adds_the_best_evidence_it_has() -> None:
+    def sample(elapsed: float, **kw: object) -> float | None:
+        h = TurnaroundHistory(min_samples=1)
+        h.add_finished(elapsed, **kw)  # type: ignore[arg-type]
+        return h.estimate()
+
+    # The server's own duration, when plausible, beats the client's prediction...
+    assert sample(5.3, server_seconds=5.0, predicted=5.2, first_poll=False) == 5.0
+    # ... but not when it cannot be the job's duration (an updatedAt long after the job ended, say).
+    assert sample(5.3, server_seconds=60.0, predicted=5.2) == 5.2
+    # Done at the first poll, nothing else known: a bit earlier than that poll, to find a faster service.
+    assert sample(4.0, first_poll=True) == pytest.approx(3.6)
+    # Done at a later poll with no progress ever seen: nothing to learn.
+    assert sample(9.0) is None

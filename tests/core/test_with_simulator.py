@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -89,6 +90,31 @@ async def test_challenge_mode_against_the_default_server(sim, key: str) -> None:
         await c.wait_for_job(job.job_id, expected_seconds=0.3, on_progress=polls.append)
         assert c.stats.requests["jobs"] == 2 * len(polls)
         assert c.siwx_mode_in_use == "challenge"
+
+
+@pytest.mark.parametrize("job_timestamps", [True, False])
+async def test_a_client_learns_the_turnaround_and_then_polls_about_once_per_job(
+    make_sim, key: str, job_timestamps: bool
+) -> None:
+    # Jobs take 0.4 s, but the caller expects 0.25 s: the first poll (at 80 % of that) finds each job of the
+    # first wave still loading. The client learns the turnaround from the server's createdAt/updatedAt, or,
+    # without them, from the progress reports, and polls the next wave's jobs when they should be done.
+    steady = make_sim(latency_seconds=0.4, jitter=0.0, job_timestamps=job_timestamps)
+    async with client(steady, key) as c:
+        url = await c.upload(image_bytes())
+
+        async def polls_of_one_edit() -> int:
+            job = await c.submit_edit(EditRequest(prompt="steady", images=[url]))
+            seen: list[Any] = []
+            await c.wait_for_job(job.job_id, expected_seconds=0.25, on_progress=seen.append)
+            assert seen[-1].status == "complete"
+            return len(seen)
+
+        first_wave = await asyncio.gather(*(polls_of_one_edit() for _ in range(4)))
+        second_wave = await asyncio.gather(*(polls_of_one_edit() for _ in range(4)))
+    assert first_wave == [2, 2, 2, 2]
+    # Each learned first poll is due at the job's end; one may land a millisecond early and poll once more.
+    assert sum(second_wave) <= 5
 
 
 @pytest.mark.parametrize("payment_identifier", [False, True])
