@@ -80,8 +80,15 @@ async def test_concurrent_edits_on_one_client_each_pay_under_their_own_record(
     # Seven payments, and each record holds its own: the nonce the simulator settled for that edit's job.
     settled = {p["nonce"].lower(): p for p in payments(sim, wallet.address, EDIT_ROUTE)}
     assert len(settled) == 7
-    records = [json.loads(p.read_text()) for p in (tmp_path / "intents").glob("*.json")]
+    # A record file is a log of JSON lines, the last one current: every line must be this edit's.
+    files = (tmp_path / "intents").glob("*.json")
+    logs = [[json.loads(line) for line in p.read_text().splitlines() if line] for p in files]
+    records = [log[-1] for log in logs]
     assert len(records) == 7
+    for log in logs:
+        assert {line["key"] for line in log} == {log[-1]["key"]}
+        nonces = {line["payment"]["nonce"] for line in log if line.get("payment")}
+        assert nonces == {log[-1]["payment"]["nonce"]}
     by_job = {o.job_id: o for o in result.outcomes}
     assert len(by_job) == 7
     for record in records:
