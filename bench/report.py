@@ -73,6 +73,13 @@ def detail_table(result: dict[str, Any]) -> Table:
             f"{_fmt(result['cpu_ms_per_edit_raw'], 1)}",
         ),
         (
+            "CPU ms per edit of each round: flow / bare client / raw (best used)",
+            " / ".join(
+                ", ".join(f"{r['cpu_s'] / result['meta']['sizes']['batch_n'] * 1000:.1f}" for r in rounds)
+                for rounds in (p[k].get("rounds", []) for k in ("flow", "client", "raw"))
+            ),
+        ),
+        (
             "Prefect API server CPU per edit of the flow (ms)",
             _fmt(result.get("prefect_server_cpu_ms_per_edit"), 1),
         ),

@@ -5,6 +5,10 @@ Baselines come from the same run on the same machine, so the figures are ratios 
   uploads at the same concurrency (bare client);
 - CPU: CPU per edit of that flow run against the raw-protocol script (`bench.raw`) doing the same N edits;
 - memory: peak RSS during a large upload against the same process's RSS just before it.
+
+The batch phases (raw script, bare client, flow) run `batch_rounds` times, interleaved, and each keeps its
+best round (`best_of`): on a shared machine other work only ever adds CPU and wall time, and one round's
+figures moved by up to 15 % from one run to the next.
 """
 
 from __future__ import annotations
@@ -57,10 +61,12 @@ class Sizes:
     scale_client: tuple[int, ...] = (1, 10, 100, 1000)
     scale_flow: tuple[int, ...] = (1, 10, 100, 1000)
     scale_latency: float = 5.0
+    batch_rounds: int = 2
 
 
 FULL = Sizes()
 QUICK = Sizes(
+    batch_rounds=1,
     batch_n=10,
     batch_concurrency=10,
     upload_mb=50.0,
@@ -81,7 +87,22 @@ def ideal_batch_seconds(n: int, concurrency: int, latency: float, upload_seconds
     return math.ceil(n / concurrency) * latency + upload_seconds
 
 
-def _requests_per_job(delta: dict[str, int]) -> float:
+def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's rounds as one point: the least CPU and the least wall time, with every round kept.
+
+    Example:
+        >>> best = best_of([{"cpu_s": 2.0, "wall_s": 20.5}, {"cpu_s": 1.8, "wall_s": 21.0}])
+        >>> best["cpu_s"], best["wall_s"], len(best["rounds"])
+        (1.8, 20.5, 2)
+    """
+    best = dict(min(rounds, key=lambda r: r["cpu_s"]))
+    best["wall_s"] = min(r["wall_s"] for r in rounds)
+    best["rounds"] = [{"cpu_s": r["cpu_s"], "wall_s": r["wall_s"]} for r in rounds]
+    return best
+
+
+def requests_per_job(delta: dict[str, int]) -> float:
+    """Job polls per paid edit, from the simulator's request counters (a challenge-mode poll counts 2)."""
     jobs = delta.get(EDIT_ROUTE, 0) / 2  # each paid submit is two requests: the 402 quote and the paid POST
     return delta.get(JOBS_ROUTE, 0) / jobs if jobs else float("nan")
 
@@ -122,7 +143,7 @@ class Suite:
         results: list[dict[str, Any]] = run_worker(spec, env=env)["points"]
         for r in results:
             r["latency"] = latency
-            r["requests_per_job"] = _requests_per_job(r.get("sim_requests", {}))
+            r["requests_per_job"] = requests_per_job(r.get("sim_requests", {}))
             r["cpu_ms_per_edit"] = r["cpu_s"] / r["edits"] * 1000
             r["wall_ratio"] = r["wall_s"] / (math.ceil(r["edits"] / r["concurrency"]) * latency)
         return results
@@ -146,15 +167,20 @@ class Suite:
             self.progress("signing")
             out.update(measure_signing(s.sign_iterations))
             out.update(self._upload_memory(sim))
-            (raw,) = self.points("raw", sim, fast, batch, s.latency)
-            (client,) = self.points("client", sim, fast, batch, s.latency)
             (uploads,) = self.points("uploads", sim, fast, batch, s.latency)
             scale_client = self.points(
                 "client", scale_sim, fast, [(n, n) for n in s.scale_client], s.scale_latency
             )
             self.progress("waiting for Prefect's server")
             env = prefect.ready()
-            (flow,) = self.points("flow", sim, fast, batch, s.latency, env=env, prefect_pid=prefect.pid)
+            rounds: dict[str, list[dict[str, Any]]] = {"raw": [], "client": [], "flow": []}
+            for _ in range(s.batch_rounds):
+                rounds["raw"] += self.points("raw", sim, fast, batch, s.latency)
+                rounds["client"] += self.points("client", sim, fast, batch, s.latency)
+                rounds["flow"] += self.points(
+                    "flow", sim, fast, batch, s.latency, env=env, prefect_pid=prefect.pid
+                )
+            raw, client, flow = (best_of(rounds[phase]) for phase in ("raw", "client", "flow"))
             scale_flow = self.points(
                 "flow", scale_sim, fast, flow_scale, s.scale_latency, env=env, prefect_pid=prefect.pid
             )

@@ -26,6 +26,7 @@ import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -59,6 +60,25 @@ def cpu_seconds() -> float:
     """User + system CPU of this process, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each live thread of this process by Python thread name (Linux): where CPU goes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    seconds: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        name = re.sub(r"[-_]?\d+$", "", names.get(int(tid), "other"))
+        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+QUANTILES = (0.0, 0.5, 0.9, 0.99, 1.0)
 
 
 def png_bytes(size: int = 64) -> bytes:
@@ -105,6 +125,7 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
     prefect_cpu = sim.prefect_cpu() if sim else 0.0
     reset_ok = reset_peak_rss()
     rss_before = _status_kb("VmRSS")
+    threads0 = thread_cpu_seconds()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     if _PROFILER is not None:
         _PROFILER.enable()
@@ -114,9 +135,12 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
         if _PROFILER is not None:
             _PROFILER.disable()
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    threads = thread_cpu_seconds()
     result: dict[str, Any] = {
         "wall_s": wall,
         "cpu_s": cpu,
+        # Threads that ended during the point are missing here (their CPU is in cpu_s).
+        "thread_cpu_s": {k: round(v - threads0.get(k, 0.0), 3) for k, v in threads.items()},
         "ok": ok,
         "rss_before_mb": rss_before / 1024,
         "rss_peak_mb": _status_kb("VmHWM") / 1024,
@@ -252,11 +276,15 @@ async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
             intent_store_url=os.path.join(out_dir, "intents"),
             fail_on_error=False,
         )
+        seconds = sorted(o.seconds for o in result.outcomes)
+        # Each edit's own time, from reading its input to the intent's "complete": min, p50, p90, p99, max.
+        edit_seconds[:] = [seconds[min(int(f * len(seconds)), len(seconds) - 1)] for f in QUANTILES]
         failed = [o for o in result.outcomes if not o.ok]
         if failed:
             print(f"{len(failed)} flow edits failed; first: {failed[0].error}", file=sys.stderr)
         return len(result.succeeded)
 
+    edit_seconds: list[float] = []
     await batch("warm", [path(-1)], 1, 0.1)
     sim = SimProbe(spec["base_url"], spec.get("sim_pid"), spec.get("prefect_pid"))
     results: list[dict[str, Any]] = []
@@ -268,7 +296,7 @@ async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
             return batch("main", list(items), c, spec["latency"])
 
         point = await measure(work, sim)
-        point.update(edits=n, concurrency=concurrency)
+        point.update(edits=n, concurrency=concurrency, edit_seconds=list(edit_seconds))
         results.append(point)
         offset += n
     return results
