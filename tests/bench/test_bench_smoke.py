@@ -14,7 +14,7 @@ from bench.procs import run_worker
 from bench.raw import RawClient
 from bench.report import markdown, print_tables, write_json
 from bench.signing import measure_signing
-from bench.suite import GOALS, QUICK, ideal_batch_seconds, summarise
+from bench.suite import GOALS, QUICK, best_of, ideal_batch_seconds, summarise
 from bench.worker import make_big_png, run_client
 from stablestudio.sources import sniff_image_type
 
@@ -135,3 +135,12 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
     assert "| Batch wall time / ideal | <= 1.10 x |" in table and "| flow | 1 | 1 | 1 |" in table
     path = write_json(result, str(tmp_path))
     assert json.loads(Path(path).read_text())["requests_per_job"] == 2.0
+
+
+def test_a_phase_keeps_its_least_cpu_and_least_wall_time_and_every_round() -> None:
+    first, second = _point(21.0, 1.9, 200), _point(20.6, 2.1, 200)
+    best = best_of([first, second])
+    assert (best["cpu_s"], best["wall_s"]) == (1.9, 20.6)
+    assert best["rounds"] == [{"cpu_s": 1.9, "wall_s": 21.0}, {"cpu_s": 2.1, "wall_s": 20.6}]
+    assert first["wall_s"] == 21.0  # the rounds themselves are left as measured
+    assert best_of([second])["cpu_s"] == 2.1
