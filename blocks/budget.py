@@ -101,8 +101,13 @@ _PREFIX = "stablestudio-"
 # A flow run reserves a float of several payments in one increment and debits it locally: increments go one at
 # a time per event loop (~80 ms each under load), which held a 200-edit batch to ~12 payments/s (bench/). The
 # float is released when the run ends (`release_run_budget`); a crash leaves it counted as spent, which only
-# errs on the safe side. Keyed by (API URL, flow run id, limit names).
+# errs on the safe side. Keyed by (API URL, flow run id, limit names). The first float holds 8 payments; each
+# refill doubles it up to 64, so a run of many payments asks the server about once per 64, yet never holds
+# more than a 20th of a cap other runs share (the day and lifetime caps) beyond those first 8 payments.
 _FLOAT_PAYMENTS = 8
+_FLOAT_MAX_PAYMENTS = 64
+_FLOAT_SHARE_OF_SHARED_CAP = 20
+_FLOAT_SIZES: dict[tuple[str, str, tuple[str, ...]], int] = {}
 RUN_FLOAT: contextvars.ContextVar[bool] = contextvars.ContextVar("stablestudio_run_float", default=False)
 """Set by flows that release the float with `release_run_budget`; off elsewhere, so a flow without the hook
 never holds cap room it does not spend."""
@@ -285,13 +290,19 @@ class SpendBudget:
             if have >= amount:
                 _FLOATS[key] = have - amount
                 return
-            extra = amount * (_FLOAT_PAYMENTS - 1)
+            size = _FLOAT_SIZES.get(key, _FLOAT_PAYMENTS)
+            extra = amount * (size - 1)
+            shared = [c.limit for c in self.limits if c.cap_name != "per flow run"]
+            if shared:
+                bound = min(shared) // _FLOAT_SHARE_OF_SHARED_CAP
+                extra = min(extra, max(amount * (_FLOAT_PAYMENTS - 1), bound))
             try:
                 await self._take(amount - have + extra)
             except SpendCapExceeded:
                 pass  # no room for a float: take exactly what this payment lacks
             else:
                 _FLOATS[key] = extra
+                _FLOAT_SIZES[key] = min(2 * size, _FLOAT_MAX_PAYMENTS)
                 return
             try:
                 await self._take(amount - have)
@@ -467,6 +478,8 @@ async def release_run_budget(flow: Flow[Any, Any], flow_run: FlowRun, state: Sta
     suffix = f"-run-{flow_run.id}"
     api = str(PREFECT_API_URL.value())
     floats = [(k, _FLOATS.pop(k)) for k in list(_FLOATS) if k[0] == api and k[1] == str(flow_run.id)]
+    for key, _ in floats:
+        _FLOAT_SIZES.pop(key, None)
     async with get_client() as client:
         for (_, _, float_names), left in floats:
             shared = [n for n in float_names if not n.endswith(suffix)]

@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from blocks.budget import (
+    RUN_FLOAT,
     BudgetHooks,
     SpendBudget,
     SpendCapExceeded,
@@ -148,6 +149,46 @@ async def test_run_limits_follow_the_flow_run_and_are_released_at_the_end() -> N
     async with get_client() as client:
         names = [limit.name for limit in await client.read_global_concurrency_limits(limit=200, offset=0)]
     assert seen["name"] not in names
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "server_counts"),
+    [
+        # Floats of 8, 16 and 32 payments, then 1 + 50: a 20th of the lifetime cap ($0.50) bounds it.
+        (10_000_000, [80_000, 240_000, 560_000, 1_070_000]),
+        # A 20th of this cap is 5 payments: the float stays at its first 8.
+        (1_000_000, [80_000, 160_000, 240_000, 320_000, 400_000, 480_000, 560_000, 640_000]),
+    ],
+)
+async def test_a_runs_float_doubles_as_it_spends_within_a_share_of_the_shared_caps_and_goes_back(
+    lifetime: int, server_counts: list[int]
+) -> None:
+    address = fresh_address()
+    seen: list[int] = []
+
+    @flow(on_completion=[release_run_budget], on_failure=[release_run_budget])
+    async def spender() -> None:
+        token = RUN_FLOAT.set(True)
+        try:
+            run_id = current_flow_run_id()
+            # Floats belong to a run with its own cap; that cap is the run's alone and does not bound them.
+            budget = SpendBudget(address, per_run=100_000_000, lifetime=lifetime, flow_run_id=run_id)
+            async with get_client() as client:
+                for _ in range(57):  # $0.01 each
+                    await budget.reserve(10_000)
+                    limit = await client.read_global_concurrency_limit_by_name(total_limit_name(address))
+                    if not seen or seen[-1] != limit.active_slots:
+                        seen.append(limit.active_slots)
+            left = await budget.remaining()
+            assert (left["lifetime"], left["per flow run"]) == (lifetime - 570_000, 100_000_000 - 570_000)
+        finally:
+            RUN_FLOAT.reset(token)
+
+    await spender()
+    assert seen == server_counts
+    async with get_client() as client:  # the unspent float went back when the run ended
+        limit = await client.read_global_concurrency_limit_by_name(total_limit_name(address))
+    assert limit.active_slots == 570_000
 
 
 class _Quote:
