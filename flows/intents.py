@@ -195,6 +195,10 @@ class IntentStore:
                 raw = handle.read()
         except FileNotFoundError:
             return None
+        if not raw.strip():
+            # Created, not yet written (a writer between open and write, or killed there): nothing recorded,
+            # and an edit's payment is only sent once a record of it is written whole.
+            return None
         return _last_record(raw, key)
 
     def _write_local(self, intent: PaymentIntent) -> None:

@@ -210,6 +210,10 @@ async def test_a_record_written_as_one_indented_document_is_read_and_garbage_is_
     with pytest.raises(ValueError, match="unreadable"):  # never None: None would pay again
         await store.get(key)
 
+    # An empty file is one created and not yet written (or killed there): no record, nothing paid under it.
+    (tmp_path / f"{key}.json").write_bytes(b"")
+    assert await store.get(key) is None
+
 
 async def test_deferred_hooks_keep_a_settlement_for_the_next_write_and_write_refusals_at_once(
     tmp_path: Path,
