@@ -32,6 +32,7 @@ from blocks.budget import RUN_FLOAT, current_flow_run_id, release_run_budget
 from flows import steps
 from flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
 from flows.batch import EditBatch
+from flows.heap import frozen_heap
 from flows.intents import IntentStore
 from flows.models import BatchResult, EditItem, EditOptions, EditOutcome
 from flows.storage import StorageOptions
@@ -188,22 +189,24 @@ async def _run_batch(
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    async with steps.shared_client(wallet) as open_client:
-        shared = _Shared(
-            prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
-            progress=progress, prefix=prefix,
-            artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
-            outcomes=[None] * len(items),
-        )
-        # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
-        runs = [
-            edit_chunk(
-                cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
-                _label([item for _, item in chunk]), return_state=True,
+    # The collector keeps off what was alive before the batch: a full collection walks it all (flows.heap).
+    with frozen_heap():
+        async with steps.shared_client(wallet) as open_client:
+            shared = _Shared(
+                prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
+                progress=progress, prefix=prefix,
+                artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
+                outcomes=[None] * len(items),
             )
-            for chunk in chunks
-        ]
-        states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
+            # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
+            runs = [
+                edit_chunk(
+                    cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
+                    _label([item for _, item in chunk]), return_state=True,
+                )
+                for chunk in chunks
+            ]
+            states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
     outcomes: list[EditOutcome] = []
     for index, item in enumerate(items):
         outcome = shared.outcomes[index]
