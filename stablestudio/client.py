@@ -61,6 +61,10 @@ RESUME_LIST_LIMIT = 100
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
 
 
+KEEPALIVE_SECONDS = 4.0
+"""How long an idle pooled connection is kept: below the 5 s after which common servers close theirs."""
+
+
 class StableStudioClient:
     """An async StableStudio client for one wallet. Use it with `async with` (or call `aclose()`).
 
@@ -148,8 +152,12 @@ class StableStudioClient:
         if self._session.http is None:
             pool = httpx.AsyncHTTPTransport(
                 verify=tls_context(),
+                # Idle connections go after 4 s, before the server drops them: Node's and uvicorn's servers
+                # close them after 5 s, and a request sent on one as it closes is lost (httpx: 5 s).
                 limits=httpx.Limits(
-                    max_connections=self._max_connections, max_keepalive_connections=self._max_connections
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                    keepalive_expiry=KEEPALIVE_SECONDS,
                 ),
             )
             self._session.http = httpx.AsyncClient(
@@ -357,8 +365,9 @@ class StableStudioClient:
                     raise
                 delay = schedule.next_delay(elapsed=loop.time() - start, progress=None)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
-                delay = schedule.next_delay(elapsed=loop.time() - start, progress=None)
+                delay = schedule.after_network_error(elapsed=loop.time() - start)
             else:
+                schedule.answered()
                 last = job
                 if on_progress is not None:
                     outcome = on_progress(job)

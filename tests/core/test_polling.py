@@ -102,3 +102,12 @@ def test_a_finished_job_adds_the_best_evidence_it_has() -> None:
     assert sample(4.0, first_poll=True) == pytest.approx(3.6)
     # Done at a later poll with no progress ever seen: nothing to learn.
     assert sample(9.0) is None
+
+
+def test_a_poll_lost_to_the_network_is_retried_at_once_the_first_time_then_backs_off() -> None:
+    s = schedule(jitter=0.0, expected_seconds=5, min_interval=0.25)
+    assert s.after_network_error(elapsed=5.0) == 0.25  # a stale kept-alive connection: a new one fixes it
+    assert s.after_network_error(elapsed=5.3) == 1.5  # twice in a row: the network is down, back off
+    assert s.after_network_error(elapsed=6.8) == 2.25
+    s.answered()
+    assert s.after_network_error(elapsed=9.0) == 0.25
