@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             threads = sorted(point.get("thread_cpu_s", {}).items(), key=lambda kv: -kv[1])
             print("        threads, ms/edit: " + ", ".join(f"{k} {v / n * 1e3:.2f}" for k, v in threads if v))
+            pairs = zip(point["gc_collections"], point["gc_cpu_s"], strict=True)
+            gc_ms = " ".join(f"gen{g} {c}x {s * 1000:.0f} ms" for g, (c, s) in enumerate(pairs))
+            print(f"        collector: {gc_ms}")
             if "edit_seconds" in point:
                 quantiles = " ".join(f"{v:.2f}" for v in point["edit_seconds"])
                 print(f"        seconds per edit, min p50 p90 p99 max: {quantiles}")

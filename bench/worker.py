@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import os
@@ -81,6 +82,22 @@ def thread_cpu_seconds() -> dict[str, float]:
 QUANTILES = (0.0, 0.5, 0.9, 0.99, 1.0)
 
 
+class GcClock:
+    """Collections per generation and the CPU they took, from `gc.callbacks` (the event loop's thread)."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.cpu_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.counts[info["generation"]] += 1
+            self.cpu_s[info["generation"]] += time.thread_time() - self._started
+
+
 def png_bytes(size: int = 64) -> bytes:
     """A small real PNG (the same bytes every time, so the simulator renders each result once)."""
     from PIL import Image
@@ -126,6 +143,8 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
     reset_ok = reset_peak_rss()
     rss_before = _status_kb("VmRSS")
     threads0 = thread_cpu_seconds()
+    gc_clock = GcClock()
+    gc.callbacks.append(gc_clock)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     if _PROFILER is not None:
         _PROFILER.enable()
@@ -136,7 +155,10 @@ async def measure(work: Callable[[], Awaitable[int]], sim: SimProbe | None = Non
             _PROFILER.disable()
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     threads = thread_cpu_seconds()
+    gc.callbacks.remove(gc_clock)
     result: dict[str, Any] = {
+        "gc_collections": gc_clock.counts,
+        "gc_cpu_s": [round(v, 4) for v in gc_clock.cpu_s],
         "wall_s": wall,
         "cpu_s": cpu,
         # Threads that ended during the point are missing here (their CPU is in cpu_s).
