@@ -10,8 +10,8 @@ Why not first poll at the expected time: turnarounds spread (+-20 % around 5 s),
 the jobs finished up to a second earlier. Polling at 4 s and then at the predicted end costs about one more
 request per job (about 2 in all, SIWX included) and cuts the mean delay between "done" and "seen done" from
 ~0.5 s to ~0.1 s (bench/: requests per job and batch wall time). When the service is steadier than that,
-the learned first poll finds most jobs done: about one poll per job instead of two, which is a sixth of the
-client's CPU per edit in a batch.
+the learned first poll finds most jobs done: about one poll per job instead of two, ~1 ms of CPU per edit
+in a batch (bench/).
 
 Example:
     >>> import random
