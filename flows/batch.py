@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from pathlib import PurePosixPath
 
@@ -87,6 +88,7 @@ def _output_name(first: InputImage, options: EditOptions) -> str:
     return f"{stem}-edited.{_EXTENSIONS[options.output_format]}"
 
 
+@dataclass(eq=False, repr=False)  # identity, as the batch is one shared object; no wallet in reprs
 class EditBatch:
     """What the edits of one flow run share: wallet, store, destination, and a lock per idempotency key.
 
@@ -104,34 +106,22 @@ class EditBatch:
         outcome_log_level: level of the one line per saved edit (failures are logged as errors).
     """
 
-    def __init__(
-        self,
-        wallet: StableStudioWallet,
-        store: IntentStore,
-        *,
-        destination: str,
-        options: EditOptions,
-        storage_options: StorageOptions | None,
-        user_key: str | None,
-        max_wait_seconds: float,
-        expected_job_seconds: float,
-        job_progress: bool = True,
-        step_log_level: int = logging.INFO,
-        outcome_log_level: int = logging.INFO,
-    ) -> None:
-        self.wallet = wallet
-        self.store = store
-        self.destination = destination
-        self.options = options
-        self.storage_options = storage_options
-        self.user_key = user_key
-        self.max_wait_seconds = max_wait_seconds
-        self.expected_job_seconds = expected_job_seconds
-        self.job_progress = job_progress
-        self.step_log_level = step_log_level
-        self.outcome_log_level = outcome_log_level
-        # Two identical items of one batch share a key: the second waits and reuses the first's paid job.
-        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    wallet: StableStudioWallet
+    store: IntentStore
+    _: KW_ONLY
+    destination: str
+    options: EditOptions
+    storage_options: StorageOptions | None
+    user_key: str | None
+    max_wait_seconds: float
+    expected_job_seconds: float
+    job_progress: bool = True
+    step_log_level: int = logging.INFO
+    outcome_log_level: int = logging.INFO
+    # Two identical items of one batch share a key: the second waits and reuses the first's paid job.
+    locks: defaultdict[str, asyncio.Lock] = field(
+        init=False, default_factory=lambda: defaultdict(asyncio.Lock)
+    )
 
     async def edit(self, open_client: OpenClient, item: EditItem, default_prompt: str | None) -> EditOutcome:
         """Run one edit end to end; never raises (the outcome says what happened and what was paid)."""

@@ -16,10 +16,9 @@ The first signature pins the recipient, asset and network of the edit: a later s
 ones, so a changed recipient is never paid silently. Paying it deliberately takes a new idempotency key.
 
 Records live on any fsspec URL: by default under PREFECT_HOME (one machine), or s3://bucket/prefix so workers
-on other machines share them. A local record file is append-only while the edit is under way (one JSON
-document per line, each append a single write; the last complete line is the record, so a torn append leaves
-the one before), and is rewritten to its one final line (write, then rename) when the edit completes or fails;
-S3 object PUTs are atomic. A record holds the signed authorization (a bearer instrument for that one payment
+on other machines share them. A local record file is append-only (one JSON document per line, each append a
+single write; the last complete line is the record, so a torn append leaves the one before); S3 object PUTs
+are atomic. A record holds the signed authorization (a bearer instrument for that one payment
 to that one recipient), never the private key; local files are created readable by their owner only.
 
 Within one batch, edits with the same key are serialised (the second reuses the first's job). Two separate
@@ -187,7 +186,8 @@ class IntentStore:
 
     def _write(self, intent: PaymentIntent) -> None:
         fs, path = url_to_fs(self._path(intent.key), **self.storage_options)
-        fs.pipe_file(path, _encoded(intent))  # an object PUT is atomic on S3 and its kin
+        # An object PUT is atomic on S3 and its kin.
+        fs.pipe_file(path, intent.model_dump_json(indent=1).encode("utf-8"))
 
     def _read_local(self, key: str) -> PaymentIntent | None:
         try:
@@ -208,7 +208,7 @@ class IntentStore:
         # Final records are appended too: compacting (write, then rename over the log) cost ~0.3 ms of CPU
         # per edit on ext4, which flushes a file renamed over one with unwritten data (bench/). A record
         # stays a few lines (~3 kB) long.
-        _write_new(path, line, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        _append(path, line)
 
     async def get(self, key: str) -> PaymentIntent | None:
         """The record for `key`, or None."""
@@ -229,12 +229,10 @@ class IntentStore:
 _KEY = re.compile(r"[0-9a-f]{64}")
 
 
-def _encoded(intent: PaymentIntent) -> bytes:
-    return intent.model_dump_json(indent=1).encode("utf-8")
-
-
-def _write_new(path: str, data: bytes, flags: int) -> None:
-    """One write(2) of `data` (a few kB: a local filesystem writes it whole); makes the folder if missing."""
+def _append(path: str, data: bytes) -> None:
+    """One write(2) of `data` at the end of `path` (a few kB: a local filesystem writes it whole), which is
+    created owner-only, in a folder made when missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     try:
         fd = os.open(path, flags, 0o600)
     except FileNotFoundError:

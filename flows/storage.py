@@ -175,8 +175,7 @@ def _inspect(uri: str, options: StorageOptions, max_bytes: int) -> InputImage:
     filename = PurePosixPath(uri.split("?", 1)[0]).name or "image"
     if size <= HELD_BYTES:
         # Read once and kept: the upload sends exactly the bytes that were hashed, without reading again.
-        data: bytes = _fresh(fs, path, lambda: fs.cat_file(path))
-        return InputImage(uri, sha256_hex(data), filename, content_type_for(data, filename), len(data), data)
+        return _held(uri, filename, _fresh(fs, path, lambda: fs.cat_file(path)))
     digest, head = _hash_file(fs, path)
     return InputImage(uri, digest, filename, content_type_for(head, filename), size)
 
@@ -235,7 +234,11 @@ def _inspect_small_local(uri: str, max_bytes: int) -> InputImage | None:
         data = handle.read(INLINE_BYTES + 1)
     if len(data) > min(INLINE_BYTES, max_bytes):
         return None  # it grew since the stat: inspect it the long way
-    filename = PurePosixPath(uri).name or "image"
+    return _held(uri, PurePosixPath(uri).name or "image", data)
+
+
+def _held(uri: str, filename: str, data: bytes) -> InputImage:
+    """An input read whole and kept: the upload sends exactly the bytes that were hashed."""
     return InputImage(uri, sha256_hex(data), filename, content_type_for(data, filename), len(data), data)
 
 

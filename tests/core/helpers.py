@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stablestudio.policy import WalletPolicy
+from stablestudio.x402 import PaymentRequired, Quote, choose_requirement
+
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 
@@ -33,3 +36,13 @@ def payment_required(url: str, accepts: list[dict[str, Any]], **extra: Any) -> d
         "extensions": extra.pop("extensions", {}),
         **extra,
     }
+
+
+def quote_for(payment_required: PaymentRequired, url: str) -> Quote:
+    """The quote the client would sign for `payment_required` under the default wallet policy."""
+    return Quote(
+        requirement=choose_requirement(payment_required, WalletPolicy()),
+        payment_required=payment_required,
+        resource_url=url,
+        body_sha256="0" * 64,
+    )

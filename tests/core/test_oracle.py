@@ -30,7 +30,7 @@ from stablestudio.encoding import decode_b64_json, encode_b64_json
 from stablestudio.signer import Signer
 from stablestudio.siwx import client_nonce_info, eip4361_message, encode_proof, sign_proof
 from stablestudio.x402 import Quote, choose_requirement, decode_payment_required, sign_payment
-from tests.core.helpers import PAY_TO, payment_required, requirement
+from tests.core.helpers import PAY_TO, payment_required, quote_for, requirement
 
 URL = "https://stablestudio.dev/api/generate/flux-2-pro/edit"
 
@@ -114,12 +114,7 @@ def test_client_parses_an_sdk_made_payment_required_and_signs_what_the_sdk_verif
 
 def test_each_signature_uses_a_fresh_nonce(account: Signer | LocalAccount) -> None:
     pr = decode_payment_required(encode_b64_json(payment_required(URL, [requirement()])))
-    quote = Quote(
-        requirement=choose_requirement(pr, WalletPolicy()),
-        payment_required=pr,
-        resource_url=URL,
-        body_sha256="0" * 64,
-    )
+    quote = quote_for(pr, URL)
     nonces = {sign_payment(account, quote).nonce for _ in range(5)}
     assert len(nonces) == 5
 
@@ -132,12 +127,7 @@ def test_extensions_are_echoed_and_payment_identifier_added_when_advertised(
         "$0.01", {"payment-identifier": declare_payment_identifier_extension(), "sign-in-with-x": siwx}
     )
     pr = decode_payment_required(header)
-    quote = Quote(
-        requirement=choose_requirement(pr, WalletPolicy()),
-        payment_required=pr,
-        resource_url=URL,
-        body_sha256="0" * 64,
-    )
+    quote = quote_for(pr, URL)
     payment = sign_payment(account, quote, payment_identifier="pay_0123456789abcdef")
     payload = decode_b64_json(payment.header)
     assert payload["extensions"]["payment-identifier"]["info"] == {
@@ -151,12 +141,7 @@ def test_extensions_are_echoed_and_payment_identifier_added_when_advertised(
 
 def test_payment_identifier_is_not_sent_when_not_advertised(account: Signer | LocalAccount) -> None:
     pr = decode_payment_required(sdk_payment_required_header("$0.01"))
-    quote = Quote(
-        requirement=choose_requirement(pr, WalletPolicy()),
-        payment_required=pr,
-        resource_url=URL,
-        body_sha256="0" * 64,
-    )
+    quote = quote_for(pr, URL)
     payment = sign_payment(account, quote, payment_identifier="pay_0123456789abcdef")
     assert payment.payment_identifier is None
     assert "payment-identifier" not in (decode_b64_json(payment.header)["extensions"] or {})

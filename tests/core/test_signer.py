@@ -13,22 +13,20 @@ from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domai
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils.address import to_checksum_address
 
-from stablestudio import InvalidRequest, WalletPolicy
+from stablestudio import InvalidRequest
 from stablestudio.eip712 import domain_separator
 from stablestudio.encoding import decode_b64_json, encode_b64_json
 from stablestudio.keys import load_account, load_signer
 from stablestudio.signer import Signer, as_signer, personal_message_digest
 from stablestudio.siwx import client_nonce_info, sign_proof
 from stablestudio.x402 import (
-    Quote,
     Requirement,
     authorization_digest,
     authorization_typed_data,
-    choose_requirement,
     decode_payment_required,
     sign_payment,
 )
-from tests.core.helpers import USDC, payment_required, requirement
+from tests.core.helpers import USDC, payment_required, quote_for, requirement
 
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 URL = "https://stablestudio.dev/api/generate/flux-2-pro/edit"
@@ -112,12 +110,7 @@ def test_sign_payment_signs_what_eth_account_signs_from_a_signer_or_a_local_acco
     key = random_key(rng)
     account = Account.from_key(key)
     pr = decode_payment_required(encode_b64_json(payment_required(URL, [requirement()])))
-    quote = Quote(
-        requirement=choose_requirement(pr, WalletPolicy()),
-        payment_required=pr,
-        resource_url=URL,
-        body_sha256="0" * 64,
-    )
+    quote = quote_for(pr, URL)
     for wallet in (Signer.from_key(key), account):
         payment = sign_payment(wallet, quote)
         inner = decode_b64_json(payment.header)["payload"]
