@@ -10,12 +10,12 @@ from flows.heap import frozen_heap
 
 def test_a_frozen_heap_hides_older_objects_until_the_last_overlapping_block_ends() -> None:
     assert gc.get_freeze_count() == 0
+    # Frozen objects freed by their reference count leave the count as they go: only "some" is stable.
     with frozen_heap():
-        first = gc.get_freeze_count()
-        assert first > 0  # everything tracked at the start, this test's own objects included
+        assert gc.get_freeze_count() > 0  # everything tracked at the start, this test's own objects included
         with frozen_heap():  # a second batch in the same process
-            assert gc.get_freeze_count() >= first
-        assert gc.get_freeze_count() >= first  # still frozen: the outer batch runs on
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0  # still frozen: the outer batch runs on
     assert gc.get_freeze_count() == 0
 
 
