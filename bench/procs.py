@@ -64,11 +64,11 @@ def process_cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def simulator_process(latency: float, jitter: float = 0.2, seed: int = 0) -> Iterator[SimulatorProcess]:
-    """Start `python -m stablestudio_simulator` on a free loopback port; stop it when the block ends."""
+    """Start the simulator (`python -m prefect_stablestudio.simulator`) on a free loopback port."""
     args = [
         sys.executable,
         "-m",
-        "stablestudio_simulator",
+        "prefect_stablestudio.simulator",
         "--host",
         "127.0.0.1",
         "--port",

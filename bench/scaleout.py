@@ -238,8 +238,8 @@ async def _parent(spec: dict[str, Any]) -> dict[str, Any]:
 
     from eth_account import Account
 
-    from blocks import StableStudioWallet
-    from flows.shards import edit_sharded
+    from prefect_stablestudio.blocks import StableStudioWallet
+    from prefect_stablestudio.flows.shards import edit_sharded
 
     account = Account.create()
     wallet = StableStudioWallet(

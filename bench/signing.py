@@ -12,9 +12,9 @@ from typing import Any
 
 from eth_account import Account
 
-from stablestudio.signer import Signer
-from stablestudio.siwx import client_nonce_info, sign_proof
-from stablestudio.x402 import PaymentRequired, Quote, Requirement, sign_payment
+from prefect_stablestudio.client.signer import Signer
+from prefect_stablestudio.client.siwx import client_nonce_info, sign_proof
+from prefect_stablestudio.client.x402 import PaymentRequired, Quote, Requirement, sign_payment
 
 _URL = "http://127.0.0.1:8402/api/generate/flux-2-pro/edit"
 _REQUIREMENT = {

@@ -64,7 +64,7 @@ def fault_plan(rate: float, *, retry_after: int = 1, slow_delay: float = 31.0) -
     A request meets one of 5xx / 429 (with Retry-After) / slow at about `rate`; a verified payment is reset
     before or after settlement at about `rate`; an edit job fails at `rate`.
     """
-    from stablestudio_simulator import FaultRule
+    from prefect_stablestudio.simulator import FaultRule
 
     share = rate / len(REQUEST_KINDS)
     rules = [
@@ -134,9 +134,9 @@ async def run_soak(config: SoakConfig, workdir: Path | None = None) -> SoakRepor
     """Run the soak against a fresh simulator; needs a Prefect API (see `prefect_api_context`)."""
     from eth_account import Account
 
-    from blocks import StableStudioWallet
-    from flows import EditItem, IntentStore, edit_images
-    from stablestudio_simulator import SimulatorSettings, run_simulator
+    from prefect_stablestudio.blocks import StableStudioWallet
+    from prefect_stablestudio.flows import EditItem, IntentStore, edit_images
+    from prefect_stablestudio.simulator import SimulatorSettings, run_simulator
 
     report = SoakReport(config=asdict(config))
     with contextlib.ExitStack() as stack:

@@ -231,7 +231,7 @@ async def run_raw(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 async def run_client(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
     from eth_account import Account
 
-    from stablestudio import EditRequest, StableStudioClient
+    from prefect_stablestudio.client import EditRequest, StableStudioClient
 
     data = png_bytes()
     key = "0x" + bytes(Account.create().key).hex()
@@ -262,8 +262,8 @@ async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 
     from eth_account import Account
 
-    from blocks import StableStudioWallet
-    from flows import EditItem, edit_images
+    from prefect_stablestudio.blocks import StableStudioWallet
+    from prefect_stablestudio.flows import EditItem, edit_images
 
     data = png_bytes()
     in_dir = tempfile.mkdtemp(prefix="in-", dir=out_dir)
@@ -327,7 +327,7 @@ async def run_flow(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 async def run_uploads(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
     from eth_account import Account
 
-    from stablestudio import StableStudioClient
+    from prefect_stablestudio.client import StableStudioClient
 
     data = png_bytes()
     key = "0x" + bytes(Account.create().key).hex()
@@ -344,7 +344,7 @@ async def run_uploads(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]
 async def run_upload(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
     from eth_account import Account
 
-    from stablestudio import StableStudioClient
+    from prefect_stablestudio.client import StableStudioClient
 
     path = os.path.join(out_dir, "big.png")
     make_big_png(path, int(spec["size_mb"] * 1024 * 1024))

@@ -5,12 +5,12 @@ blocks that this module imports.
 
 Example:
     ```python
-    from blocks import StableStudioWallet
+    from prefect_stablestudio.blocks import StableStudioWallet
 
     wallet = StableStudioWallet.load("BLOCK_NAME")
     ```
 """
 
-from blocks.wallet import StableStudioWallet
+from prefect_stablestudio.blocks.wallet import StableStudioWallet
 
 __all__ = ["StableStudioWallet"]

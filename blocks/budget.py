@@ -26,7 +26,7 @@ machines.
 
 Example:
     ```python
-    from blocks.budget import SpendBudget
+    from prefect_stablestudio.blocks.budget import SpendBudget
 
     budget = SpendBudget("0xAbC...", per_day=5_000_000, lifetime=50_000_000)
     await budget.reserve(40_000)      # $0.04, or SpendCapExceeded naming the cap
@@ -51,16 +51,16 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalC
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from stablestudio.errors import BudgetExceeded
-from stablestudio.money import format_usd
-from stablestudio.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
+from prefect_stablestudio.client.errors import BudgetExceeded
+from prefect_stablestudio.client.money import format_usd
+from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, State
     from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
     from prefect.flows import Flow
 
-    from stablestudio.x402 import Quote
+    from prefect_stablestudio.client.x402 import Quote
 
 __all__ = [
     "NEVER_DECAY",

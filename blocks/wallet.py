@@ -1,7 +1,8 @@
 """The `StableStudioWallet` block: a hot wallet, what it may pay, and its spend caps.
 
 The block holds configuration only. Spend so far lives in Prefect's global concurrency limits
-(`blocks.budget`), because a block is a last-writer-wins document and cannot count concurrent payments.
+(`prefect_stablestudio.blocks.budget`), because a block is a last-writer-wins document and cannot count
+concurrent payments.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from eth_account import Account
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
-from stablestudio.money import to_atomic
-from stablestudio.policy import BASE_MAINNET, TEMPO_MAINNET_CHAIN_ID, TEMPO_USDC_E, WalletPolicy
+from prefect_stablestudio.blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
+from prefect_stablestudio.client.money import to_atomic
+from prefect_stablestudio.client.policy import (
+    BASE_MAINNET,
+    TEMPO_MAINNET_CHAIN_ID,
+    TEMPO_USDC_E,
+    WalletPolicy,
+)
 
 if TYPE_CHECKING:
-    from stablestudio.client import StableStudioClient
-    from stablestudio.payment import PaymentHooks
+    from prefect_stablestudio.client.payment import PaymentHooks
+    from prefect_stablestudio.client.studio import StableStudioClient
 
 __all__ = ["LOGO_PATH", "PROJECT_URL", "StableStudioWallet"]
 
@@ -46,7 +52,7 @@ class StableStudioWallet(CredentialsBlock):
         Load a saved wallet and edit an image:
         ```python
         from prefect_stablestudio import StableStudioWallet
-        from stablestudio import EditRequest
+        from prefect_stablestudio.client import EditRequest
 
         wallet = StableStudioWallet.load("BLOCK_NAME")
         async with wallet.get_client() as client:
@@ -253,7 +259,7 @@ class StableStudioWallet(CredentialsBlock):
                 blob_url = await client.upload("photo.png")
             ```
         """
-        from stablestudio.client import StableStudioClient
+        from prefect_stablestudio.client.studio import StableStudioClient
 
         run_id = flow_run_id if flow_run_id is not None else current_flow_run_id()
         bound: PaymentHooks | None = (

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
-# Run as a script from anywhere: the flows live in the repository root.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
 
-from prefect import serve  # noqa: E402
-
-from flows.edit import edit_image, edit_images  # noqa: E402
-from flows.pipelines import edit_new_images  # noqa: E402
-from flows.shards import edit_shard, edit_sharded  # noqa: E402
+from prefect_stablestudio.flows import edit_image, edit_images, edit_new_images, edit_shard, edit_sharded
 
 
 def _env(name: str) -> str | None:
     return os.environ.get(name) or None
+
+
+def _built(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
+    # `to_deployment` of an async flow is typed as possibly awaitable; called outside an event loop it is not.
+    assert isinstance(deployment, RunnerDeployment)
+    return deployment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,38 +63,38 @@ def main(argv: list[str] | None = None) -> None:
             pipeline[key] = value
     scheduled = bool(args.source and args.dest and args.prompt and args.wallet)
     serve(
-        edit_new_images.to_deployment(
+        _built(edit_new_images.to_deployment(
             name=f"scheduled-edits{args.suffix}",
             cron=args.cron if scheduled else None,
             parameters=pipeline,
             concurrency_limit=1,
             tags=["stablestudio", "pipeline"],
             description="Edit every new image under a prefix and write the results to another.",
-        ),
-        edit_image.to_deployment(
+        )),
+        _built(edit_image.to_deployment(
             name=f"ui-edit{args.suffix}",
             parameters=common,
             tags=["stablestudio", "ui"],
             description="Edit one image from the Prefect UI (form parameters).",
-        ),
-        edit_images.to_deployment(
+        )),
+        _built(edit_images.to_deployment(
             name=f"ui-batch{args.suffix}",
             parameters=common,
             tags=["stablestudio", "ui"],
             description="Edit a batch of images from the Prefect UI (form parameters).",
-        ),
+        )),
         # The parent waits for its shards: with --limit 1 it would hold the only slot they need.
-        edit_sharded.to_deployment(
+        _built(edit_sharded.to_deployment(
             name=f"sharded-edits{args.suffix}",
             parameters={**common, "shard_deployment": f"edit-shard/edit-shard{args.suffix}"},
             tags=["stablestudio", "scale-out"],
             description="Edit a large prefix or list through shard runs spread over all workers.",
-        ),
-        edit_shard.to_deployment(
+        )),
+        _built(edit_shard.to_deployment(
             name=f"edit-shard{args.suffix}",
             tags=["stablestudio", "scale-out"],
             description="One shard of a sharded job (started by sharded-edits).",
-        ),
+        )),
         limit=args.limit,
     )
 

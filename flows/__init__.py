@@ -2,18 +2,41 @@
 
 Example:
     ```python
-    from flows import edit_image
+    from prefect_stablestudio.flows import edit_image
 
     outcome = await edit_image("my-wallet", "s3://photos/cat.png", "make it snow", "s3://edits/")
     ```
 """
 
-from flows.edit import EditBatchFailed, EditFailed, edit_image, edit_image_sync, edit_images, edit_images_sync
-from flows.generate import GenerationOutcome, generate, save_media, submit_generation
-from flows.intents import IntentStore, PaymentIntent, intent_key
-from flows.models import BatchResult, EditItem, EditOptions, EditOutcome, SavedResult, UnreconciledPayment
-from flows.reconcile import UploadFailedAfterPaying
-from flows.tasks import PaidJob, UploadedImage, save_result, submit_edit, upload_image, wait_for_job
+from prefect_stablestudio.flows.edit import (
+    EditBatchFailed,
+    EditFailed,
+    edit_image,
+    edit_image_sync,
+    edit_images,
+    edit_images_sync,
+)
+from prefect_stablestudio.flows.generate import GenerationOutcome, generate, save_media, submit_generation
+from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
+from prefect_stablestudio.flows.models import (
+    BatchResult,
+    EditItem,
+    EditOptions,
+    EditOutcome,
+    SavedResult,
+    UnreconciledPayment,
+)
+from prefect_stablestudio.flows.pipelines import PipelineReport, edit_new_images
+from prefect_stablestudio.flows.reconcile import UploadFailedAfterPaying
+from prefect_stablestudio.flows.shards import ShardedReport, edit_shard, edit_sharded
+from prefect_stablestudio.flows.tasks import (
+    PaidJob,
+    UploadedImage,
+    save_result,
+    submit_edit,
+    upload_image,
+    wait_for_job,
+)
 
 __all__ = [
     "BatchResult",
@@ -26,7 +49,9 @@ __all__ = [
     "IntentStore",
     "PaidJob",
     "PaymentIntent",
+    "PipelineReport",
     "SavedResult",
+    "ShardedReport",
     "UnreconciledPayment",
     "UploadFailedAfterPaying",
     "UploadedImage",
@@ -34,6 +59,9 @@ __all__ = [
     "edit_image_sync",
     "edit_images",
     "edit_images_sync",
+    "edit_new_images",
+    "edit_shard",
+    "edit_sharded",
     "generate",
     "intent_key",
     "save_media",

@@ -7,7 +7,7 @@ artifact holds anything secret: addresses, amounts, URIs, job ids and transactio
 
 Example:
     ```python
-    from flows.artifacts import artifact_key
+    from prefect_stablestudio.flows.artifacts import artifact_key
 
     artifact_key("stablestudio", "edit", "3f2a")    # "stablestudio-edit-3f2a"
     ```
@@ -34,8 +34,8 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from flows.models import EditOutcome
-from flows.storage import StorageOptions, presign
+from prefect_stablestudio.flows.models import EditOutcome
+from prefect_stablestudio.flows.storage import StorageOptions, presign
 
 __all__ = [
     "BatchProgress",

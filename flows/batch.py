@@ -32,14 +32,28 @@ from pathlib import PurePosixPath
 import httpx
 from prefect import get_run_logger
 
-from blocks import StableStudioWallet
-from blocks.budget import SpendCapExceeded
-from flows import steps
-from flows.intents import IntentStore, PaymentIntent, intent_key
-from flows.models import EditItem, EditOptions, EditOutcome, EditStatus, UnreconciledPayment
-from flows.reconcile import UploadFailedAfterPaying
-from flows.steps import FailedBeforePayment, OpenClient, UploadedImage, is_transient
-from flows.storage import (
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.budget import SpendCapExceeded
+from prefect_stablestudio.client.errors import (
+    JobFailed,
+    PaymentOutcomeUnknown,
+    PolicyRefused,
+    StableStudioError,
+)
+from prefect_stablestudio.client.models import EditRequest
+from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.flows import steps
+from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
+from prefect_stablestudio.flows.models import (
+    EditItem,
+    EditOptions,
+    EditOutcome,
+    EditStatus,
+    UnreconciledPayment,
+)
+from prefect_stablestudio.flows.reconcile import UploadFailedAfterPaying
+from prefect_stablestudio.flows.steps import FailedBeforePayment, OpenClient, UploadedImage, is_transient
+from prefect_stablestudio.flows.storage import (
     InputImage,
     StorageOptions,
     exists_with_checksum,
@@ -49,9 +63,6 @@ from flows.storage import (
     sha256_hex,
     write_bytes,
 )
-from stablestudio.errors import JobFailed, PaymentOutcomeUnknown, PolicyRefused, StableStudioError
-from stablestudio.models import EditRequest
-from stablestudio.money import to_dollars
 
 __all__ = ["OPERATION", "EditBatch", "worth_retrying"]
 

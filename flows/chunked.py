@@ -11,7 +11,7 @@ the tasks, and the budget is the wallet's caps on Prefect's server, so any numbe
 Example:
     ```python
     from prefect_dask import DaskTaskRunner  # pip install "prefect-stablestudio[dask]"
-    from flows.chunked import edit_images_chunked
+    from prefect_stablestudio.flows.chunked import edit_images_chunked
 
     runner = DaskTaskRunner(address="tcp://scheduler:8786")
     result = edit_images_chunked.with_options(task_runner=runner)(
@@ -32,8 +32,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.edit import EditBatchFailed
-from flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.edit import EditBatchFailed
+from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
 
 __all__ = ["ChunkResult", "ChunkedResult", "edit_chunk", "edit_images_chunked", "split"]
 
@@ -89,7 +89,7 @@ async def edit_chunk(
     # function) together with the globals its code names. A Flow reached that way arrives pickled by value
     # too, with none of the names its string annotations need (`EditItem`): its parameter validation then
     # fails in the worker. Importing in the worker gives the real module's flow.
-    from flows.edit import edit_images
+    from prefect_stablestudio.flows.edit import edit_images
 
     result = await edit_images(
         wallet_block=wallet_block, items=items, destination=destination, fail_on_error=False, **kwargs

@@ -4,7 +4,7 @@ A batch runs its edits in a few task runs ("Edit cat.png and 24 more") on one cl
 all within the batch's `max_concurrency`. A task run per edit costs ~12 ms of
 CPU here and ~40 ms in Prefect's API server (bench/), more than the edit itself; so by default a batch has at
 most 8 task runs of up to 100 edits each (`edits_per_task` sets it; 1 gives a task run per edit). Every edit
-still shows in the run's table artifact and its logs. What one edit does is in `flows.batch`.
+still shows in the run's table artifact and its logs. What one edit does is in `prefect_stablestudio.flows.batch`.
 
 The wallet is passed by block name: a Block-typed parameter breaks runs started from the UI (Prefect #14393).
 """
@@ -28,15 +28,15 @@ from prefect.utilities.annotations import quote
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field
 
-from blocks.budget import RUN_FLOAT, current_flow_run_id, release_run_budget
-from flows import steps
-from flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
-from flows.batch import EditBatch
-from flows.heap import frozen_heap
-from flows.intents import IntentStore
-from flows.models import BatchResult, EditItem, EditOptions, EditOutcome
-from flows.storage import StorageOptions
-from flows.tasks import load_wallet
+from prefect_stablestudio.blocks.budget import RUN_FLOAT, current_flow_run_id, release_run_budget
+from prefect_stablestudio.flows import steps
+from prefect_stablestudio.flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
+from prefect_stablestudio.flows.batch import EditBatch
+from prefect_stablestudio.flows.heap import frozen_heap
+from prefect_stablestudio.flows.intents import IntentStore
+from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.storage import StorageOptions
+from prefect_stablestudio.flows.tasks import load_wallet
 
 __all__ = [
     "EditBatchFailed",
@@ -115,7 +115,7 @@ async def edit_chunk(
 ) -> State[None] | None:
     """Run the edits of one chunk at once (within the batch's gate, on its client); Failed if any failed.
 
-    Each edit retries its own transient failures (`flows.batch`); this task run is not retried, so a
+    Each edit retries its own transient failures (`prefect_stablestudio.flows.batch`); this task run is not retried, so a
     failure here never repeats the chunk's finished edits.
     """
     steps.STEP_LOG_LEVEL.set(batch.step_log_level)
@@ -189,7 +189,7 @@ async def _run_batch(
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    # The collector keeps off what was alive before the batch: a full collection walks it all (flows.heap).
+    # The collector keeps off what was alive before the batch: a full collection walks it all (prefect_stablestudio.flows.heap).
     with frozen_heap():
         async with steps.shared_client(wallet) as open_client:
             shared = _Shared(
@@ -287,7 +287,7 @@ async def edit_image(
 
     Example:
         ```python
-        from flows import edit_image
+        from prefect_stablestudio.flows import edit_image
 
         outcome = await edit_image("my-wallet", "s3://photos/cat.png", "make it snow", "s3://edits/")
         ```
@@ -359,7 +359,7 @@ async def edit_images(
 
     Example:
         ```python
-        from flows import edit_images
+        from prefect_stablestudio.flows import edit_images
 
         result = await edit_images(
             "my-wallet", ["s3://photos/a.png", "s3://photos/b.png"], "s3://edits/", prompt="make it snow"

@@ -1,6 +1,6 @@
 """Any StableStudio model from Prefect: `generate` (one image or video) with a model choice.
 
-The same picture as the edit flow, for every route of `stablestudio.catalog`:
+The same picture as the edit flow, for every route of `prefect_stablestudio.client.catalog`:
 
     params checked against the registry -> read inputs -> idempotency key -> reconcile with the intent store
     -> upload inputs (paid) -> submit (paid at the quoted price, caps reserved before signing, payment
@@ -12,7 +12,7 @@ The same picture as the edit flow, for every route of `stablestudio.catalog`:
 
 Example:
     ```python
-    from flows.generate import generate
+    from prefect_stablestudio.flows.generate import generate
 
     outcome = await generate(
         "my-wallet", prompt="waves at dusk", destination="s3://renders/",
@@ -32,11 +32,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks.budget import current_flow_run_id, release_run_budget
-from flows import steps
-from flows.intents import IntentStore, PaymentIntent, intent_key
-from flows.models import SavedResult
-from flows.storage import (
+from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
+from prefect_stablestudio.client.catalog import CatalogEntry, MediaKind, catalog_entry
+from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.flows import steps
+from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
+from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.storage import (
     StorageOptions,
     content_type_for,
     exists_with_checksum,
@@ -45,7 +47,7 @@ from flows.storage import (
     sha256_hex,
     write_bytes,
 )
-from flows.tasks import (
+from prefect_stablestudio.flows.tasks import (
     PaidJob,
     WalletRef,
     _retry_submit,
@@ -54,8 +56,6 @@ from flows.tasks import (
     upload_image,
     wait_for_job,
 )
-from stablestudio.catalog import CatalogEntry, MediaKind, catalog_entry
-from stablestudio.money import to_dollars
 
 __all__ = ["GenerationOutcome", "extension_for", "generate", "save_media", "submit_generation"]
 
@@ -223,8 +223,8 @@ async def generate(
         wallet_block: name of a saved `StableStudioWallet` block.
         prompt: the prompt.
         destination: folder for the result; a video's thumbnail is saved beside it as ``<name>-thumbnail``.
-        model, operation: a route of `stablestudio.catalog.CATALOG`, e.g. ``("nano-banana-pro", "generate")``,
-            ``("veo-3.1", "generate")``, ``("seedance", "i2v")``.
+        model, operation: a route of `prefect_stablestudio.client.catalog.CATALOG`, e.g.
+            ``("nano-banana-pro", "generate")``, ``("veo-3.1", "generate")``, ``("seedance", "i2v")``.
         params: the model's parameters, Python or wire names (``aspect_ratio`` or ``aspectRatio``); checked
             against the registry before anything is paid.
         images: input images (paths or fsspec URLs) for edit / image-to-video routes; uploaded ($0.01 each).

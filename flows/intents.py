@@ -47,10 +47,10 @@ from typing import Any, Literal
 from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.storage import StorageOptions, local_path
-from stablestudio.errors import PolicyRefused
-from stablestudio.payment import Payment, PaymentOutcome
-from stablestudio.x402 import Quote
+from prefect_stablestudio.client.errors import PolicyRefused
+from prefect_stablestudio.client.payment import Payment, PaymentOutcome
+from prefect_stablestudio.client.x402 import Quote
+from prefect_stablestudio.flows.storage import StorageOptions, local_path
 
 __all__ = [
     "IntentHooks",

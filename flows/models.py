@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from flows.models import EditItem, EditOptions
+    from prefect_stablestudio.flows.models import EditItem, EditOptions
 
     items = [EditItem(images=["s3://photos/cat.png"]), EditItem(images=["s3://photos/dog.png"], prompt="...")]
     options = EditOptions(resolution="2 MP", output_format="png")
@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stablestudio.models import AspectRatio, OutputFormat, Resolution
-from stablestudio.money import to_dollars
-from stablestudio.payment import Payment
+from prefect_stablestudio.client.models import AspectRatio, OutputFormat, Resolution
+from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.payment import Payment
 
 __all__ = [
     "BatchResult",

@@ -11,7 +11,7 @@ them without paying again.
 
 Example:
     ```python
-    from flows.pipelines import edit_new_images
+    from prefect_stablestudio.flows.pipelines import edit_new_images
 
     report = await edit_new_images(
         "my-wallet", "s3://photos/incoming/", "s3://photos/edited/", prompt="remove the background"
@@ -32,9 +32,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import BaseModel, Field
 
-from flows.edit import edit_images
-from flows.models import EditItem, EditOptions
-from flows.storage import StorageOptions, join_uri
+from prefect_stablestudio.flows.edit import edit_images
+from prefect_stablestudio.flows.models import EditItem, EditOptions
+from prefect_stablestudio.flows.storage import StorageOptions, join_uri
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -24,10 +24,10 @@ from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger
 
-from flows.models import UnreconciledPayment
-from stablestudio.errors import StableStudioError
-from stablestudio.money import to_dollars
-from stablestudio.payment import NoHooks, Payment, PaymentOutcome
+from prefect_stablestudio.client.errors import StableStudioError
+from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentOutcome
+from prefect_stablestudio.flows.models import UnreconciledPayment
 
 __all__ = ["PaymentLog", "UploadFailedAfterPaying"]
 
@@ -53,7 +53,7 @@ class PaymentLog(NoHooks):
         try:
             logger: Any = get_run_logger()
         except MissingContextError:  # used outside a flow or task run
-            logger = get_logger("stablestudio.payments")
+            logger = get_logger("prefect_stablestudio.payments")
         owed: list[UnreconciledPayment] = []
         for nonce, payment in self.signed.items():
             outcome = self.outcomes.get(nonce)

@@ -2,7 +2,7 @@
 
 Example:
     ```python
-    from flows.shard_plan import plan_shards
+    from prefect_stablestudio.flows.shard_plan import plan_shards
 
     plan = plan_shards(items, done={"cat-edited.png"}, shards=4, job_key="...")
     ```
@@ -20,9 +20,9 @@ from typing import Any
 from fsspec.core import url_to_fs
 from pydantic import BaseModel, Field
 
-from flows.models import EditItem, EditOutcome
-from flows.pipelines import _list_images, output_name
-from flows.storage import StorageOptions
+from prefect_stablestudio.flows.models import EditItem, EditOutcome
+from prefect_stablestudio.flows.pipelines import _list_images, output_name
+from prefect_stablestudio.flows.storage import StorageOptions
 
 __all__ = [
     "Shard",

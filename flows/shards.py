@@ -21,7 +21,7 @@ id>.json`): it needs no shared Prefect result storage, only the storage the resu
 
 Example:
     ```python
-    from flows.shards import edit_sharded
+    from prefect_stablestudio.flows.shards import edit_sharded
 
     report = await edit_sharded(
         "my-wallet", "s3://photos/edited/", prompt="remove the background",
@@ -54,11 +54,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
-from flows.artifacts import artifact_key, run_table_artifact
-from flows.edit import edit_images
-from flows.models import EditItem, EditOptions, EditOutcome
-from flows.pipelines import INTENTS_FOLDER, _list_relative
-from flows.shard_plan import (
+from prefect_stablestudio.flows.artifacts import artifact_key, run_table_artifact
+from prefect_stablestudio.flows.edit import edit_images
+from prefect_stablestudio.flows.models import EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.pipelines import INTENTS_FOLDER, _list_relative
+from prefect_stablestudio.flows.shard_plan import (
     Shard,
     ShardedJobFailed,
     ShardedReport,
@@ -70,8 +70,8 @@ from flows.shard_plan import (
     shard_digest,
     write_record,
 )
-from flows.storage import StorageOptions, join_uri
-from flows.tasks import load_wallet
+from prefect_stablestudio.flows.storage import StorageOptions, join_uri
+from prefect_stablestudio.flows.tasks import load_wallet
 
 __all__ = [
     "SHARDS_FOLDER",

@@ -1,6 +1,6 @@
 """The four steps of an edit as plain async functions: upload, submit (paid), wait, save.
 
-The public tasks in `flows.tasks` wrap each one with its own client; the flows run all four on one client
+The public tasks in `flows/tasks.py` wrap each one with its own client; the flows run all four on one client
 shared by the edits of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths
 run this code, so the money rules live in one place. Each step takes `open_client(hooks)`: an async context
 manager giving a client whose payment hooks (after the budget's) are `hooks`.
@@ -22,18 +22,24 @@ from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from pydantic import BaseModel, ConfigDict
 
-from blocks import StableStudioWallet
-from flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
-from flows.models import SavedResult
-from flows.reconcile import PaymentLog, UploadFailedAfterPaying
-from flows.storage import InputImage, StorageOptions, content_type_for, sha256_hex, write_bytes
-from stablestudio import tls_context
-from stablestudio.client import StableStudioClient
-from stablestudio.errors import RateLimited, StableStudioError, UpstreamError
-from stablestudio.models import EditRequest, Job, JobResult
-from stablestudio.money import to_dollars
-from stablestudio.payment import Payment, PaymentHooks, PaymentOutcome
-from stablestudio.x402 import Quote
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.client import tls_context
+from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
+from prefect_stablestudio.client.models import EditRequest, Job, JobResult
+from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
+from prefect_stablestudio.client.studio import StableStudioClient
+from prefect_stablestudio.client.x402 import Quote
+from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
+from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
+from prefect_stablestudio.flows.storage import (
+    InputImage,
+    StorageOptions,
+    content_type_for,
+    sha256_hex,
+    write_bytes,
+)
 
 OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
 """`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
@@ -153,7 +159,7 @@ async def upload(
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
 ) -> UploadedImage:
-    """Upload one image (streamed); see `flows.tasks.upload_image` for the errors.
+    """Upload one image (streamed); see `prefect_stablestudio.flows.tasks.upload_image` for the errors.
 
     Example:
         ```python
@@ -193,7 +199,7 @@ async def submit(
     *,
     known: PaymentIntent | None = None,
 ) -> PaidJob:
-    """Pay for and submit a Flux 2 Pro edit at most once per key; see `flows.tasks.submit_edit`.
+    """Pay for and submit a Flux 2 Pro edit at most once per key; see `tasks.submit_edit`.
 
     Example:
         ```python
@@ -287,7 +293,7 @@ async def wait(
     expected_seconds: float = 5.0,
     report_progress: bool = True,
 ) -> JobResult:
-    """Poll a job until it completes, logging its progress; see `flows.tasks.wait_for_job`.
+    """Poll a job until it completes, logging its progress; see `tasks.wait_for_job`.
 
     Example:
         ```python
@@ -361,7 +367,7 @@ async def save(
     download_timeout: float = 60.0,
     open_client: OpenClient | None = None,
 ) -> SavedResult:
-    """Download a result at once and write it to `destination`; see `flows.tasks.save_result`.
+    """Download a result at once and write it to `destination`; see `tasks.save_result`.
 
     With `open_client`, the download goes through that client's connection pool (see `download`).
 

@@ -9,7 +9,7 @@ for MinIO, or `{"profile": "prod"}`.
 
 Example:
     ```python
-    from flows.storage import read_input, write_bytes
+    from prefect_stablestudio.flows.storage import read_input, write_bytes
 
     source = await read_input("s3://photos/cat.png")     # size checked, hashed; held only up to 1 MiB
     uri = await write_bytes(await read_bytes(source.uri), "s3://edits/cat.png")
@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 
 from fsspec.core import url_to_fs
 
-from stablestudio.client import DEFAULT_MAX_UPLOAD_BYTES
-from stablestudio.errors import InvalidRequest
+from prefect_stablestudio.client.errors import InvalidRequest
+from prefect_stablestudio.client.studio import DEFAULT_MAX_UPLOAD_BYTES
 
 __all__ = [
     "InputImage",

@@ -10,7 +10,7 @@ by block name or as a block. Retries are chosen so that none can pay twice:
 
 Example:
     ```python
-    from flows.tasks import submit_edit, upload_image, wait_for_job, save_result
+    from prefect_stablestudio.flows.tasks import submit_edit, upload_image, wait_for_job, save_result
 
     blob = await upload_image("my-wallet", "s3://photos/cat.png")
     job = await submit_edit("my-wallet", EditRequest(prompt="snow", images=[blob.blob_url]), key)
@@ -28,14 +28,14 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from blocks import StableStudioWallet
-from flows import steps
-from flows.intents import IntentStore
-from flows.models import SavedResult
-from flows.steps import FailedBeforePayment, PaidJob, UploadedImage, is_transient
-from flows.storage import InputImage, StorageOptions, read_input
-from stablestudio.errors import StableStudioError
-from stablestudio.models import EditRequest, JobResult
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.client.errors import StableStudioError
+from prefect_stablestudio.client.models import EditRequest, JobResult
+from prefect_stablestudio.flows import steps
+from prefect_stablestudio.flows.intents import IntentStore
+from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.steps import FailedBeforePayment, PaidJob, UploadedImage, is_transient
+from prefect_stablestudio.flows.storage import InputImage, StorageOptions, read_input
 
 __all__ = [
     "FailedBeforePayment",

@@ -113,12 +113,12 @@ async def prepare(work: Path) -> tuple[str, str, dict[str, str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    from blocks import StableStudioWallet
-    from flows.models import EditOptions
+    from prefect_stablestudio.blocks import StableStudioWallet
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import run_edits
+    from prefect_stablestudio.flows.models import EditOptions
     from prefect_stablestudio.samples import write_sample_images
-    from stablestudio_simulator import SimulatorSettings, run_simulator_in_thread
+    from prefect_stablestudio.simulator import SimulatorSettings, run_simulator_in_thread
 
     quiet_prefect_console()
     account = Account.create()

@@ -97,7 +97,7 @@ def test_wallet_create_reads_the_key_from_the_environment_and_never_prints_it(
     assert address in result.output and "$0.2" in result.output
     assert_key_absent(result, key)
 
-    from blocks import StableStudioWallet
+    from prefect_stablestudio.blocks import StableStudioWallet
 
     saved = StableStudioWallet.load(wallet_name)
     assert saved.private_key.get_secret_value() == key and saved.base_url == sim.base_url
@@ -184,7 +184,7 @@ def test_demo_runs_end_to_end_on_the_simulator(tmp_path: Path, prefect_api: str)
     assert len(list((tmp_path / "results").iterdir())) == 3
     for phrase in ("3 of 3 edits saved", "local simulator", "stablestudio.dev", "wallet create", "Flow run"):
         assert phrase in result.output
-    from blocks import StableStudioWallet
+    from prefect_stablestudio.blocks import StableStudioWallet
 
     key = StableStudioWallet.load("stablestudio-demo").private_key.get_secret_value()
     assert_key_absent(result, key)

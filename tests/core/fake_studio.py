@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from stablestudio.encoding import decode_b64_json, encode_b64_json
-from stablestudio.siwx import eip4361_message
+from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
+from prefect_stablestudio.client.siwx import eip4361_message
 from tests.core.helpers import payment_required, requirement
 
 Behaviour = Callable[[Request, int], Awaitable[Response | None]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stablestudio.policy import WalletPolicy
-from stablestudio.x402 import PaymentRequired, Quote, choose_requirement
+from prefect_stablestudio.client.policy import WalletPolicy
+from prefect_stablestudio.client.x402 import PaymentRequired, Quote, choose_requirement
 
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from stablestudio import CATALOG, EditRequest, InvalidRequest, build_request, catalog_entry
-from stablestudio.catalog import GenerationRequest
+from prefect_stablestudio.client import CATALOG, EditRequest, InvalidRequest, build_request, catalog_entry
+from prefect_stablestudio.client.catalog import GenerationRequest
 
 URL = "https://blob.example/uploads/a.png"
 

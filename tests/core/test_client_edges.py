@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     EditRequest,
     InvalidRequest,
     PaymentOutcomeUnknown,
@@ -22,8 +22,8 @@ from stablestudio import (
     UntrustedChallenge,
     WalletPolicy,
 )
-from stablestudio.encoding import encode_b64_json
-from stablestudio.sync import StableStudio
+from prefect_stablestudio.client.encoding import encode_b64_json
+from prefect_stablestudio.client.sync import StableStudio
 from tests.core.fake_studio import FakeStudio, redirect_to
 from tests.core.helpers import payment_required, requirement
 from tests.core.test_siwx_pure import info as challenge_info

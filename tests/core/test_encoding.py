@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from stablestudio.encoding import decode_b64_json, encode_b64_json
-from stablestudio.errors import ProtocolError
+from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
+from prefect_stablestudio.client.errors import ProtocolError
 
 # ">>?" encodes to "Pj4/" in the standard alphabet and "Pj4_" in base64url: a value that tells them apart.
 VALUE = {"k": ">>?", "n": 1, "u": "é"}

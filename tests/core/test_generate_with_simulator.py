@@ -9,7 +9,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     InvalidRequest,
     JobFailed,
     PolicyRefused,
@@ -18,10 +18,10 @@ from stablestudio import (
     build_request,
     catalog_entry,
 )
-from stablestudio.catalog import GrokGenerate, SeedanceT2V, Veo31Generate
-from stablestudio.sync import StableStudio
-from stablestudio_simulator import Simulator
-from stablestudio_simulator.faults import FaultRule
+from prefect_stablestudio.client.catalog import GrokGenerate, SeedanceT2V, Veo31Generate
+from prefect_stablestudio.client.sync import StableStudio
+from prefect_stablestudio.simulator import Simulator
+from prefect_stablestudio.simulator.faults import FaultRule
 
 
 def ledger_for(sim: Any, address: str) -> list[tuple[str, int]]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from stablestudio import StableStudioClient
-from stablestudio._http import BoundedTransport, tls_context
+from prefect_stablestudio.client import StableStudioClient
+from prefect_stablestudio.client._http import BoundedTransport, tls_context
 
 
 def test_the_shared_context_verifies_certificates_and_host_names() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from stablestudio import EditRequest, InvalidRequest
-from stablestudio.models import Job
+from prefect_stablestudio.client import EditRequest, InvalidRequest
+from prefect_stablestudio.client.models import Job
 
 OK: dict[str, Any] = {"prompt": "make it blue", "images": ["https://b.example/x.png"]}
 

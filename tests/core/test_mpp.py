@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from stablestudio import EditRequest, PaymentRejected, PolicyRefused, StableStudioClient
-from stablestudio.mpp import choose_quote
-from stablestudio.payment import NoHooks, Payment, PaymentOutcome
-from stablestudio.policy import TEMPO_USDC_E, WalletPolicy
-from stablestudio.x402 import Quote
-from stablestudio_simulator.faults import FaultRule
-from stablestudio_simulator.mpp import challenge_header, tempo_request
+from prefect_stablestudio.client import EditRequest, PaymentRejected, PolicyRefused, StableStudioClient
+from prefect_stablestudio.client.mpp import choose_quote
+from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentOutcome
+from prefect_stablestudio.client.policy import TEMPO_USDC_E, WalletPolicy
+from prefect_stablestudio.client.x402 import Quote
+from prefect_stablestudio.simulator.faults import FaultRule
+from prefect_stablestudio.simulator.mpp import challenge_header, tempo_request
 from tests.core.helpers import payment_required, requirement
 from tests.core.test_with_simulator import image_bytes
 
@@ -239,7 +239,7 @@ async def test_the_simulator_refuses_replays_and_credentials_for_another_price(s
 
 
 async def test_mpp_off_means_x402_only_and_an_mpp_wallet_refuses(make_sim, key: str, fresh_account) -> None:
-    from stablestudio_simulator.cli import build_parser, settings_from_args
+    from prefect_stablestudio.simulator.cli import build_parser, settings_from_args
 
     settings = settings_from_args(build_parser().parse_args(["--no-mpp", "--latency", "0.2"]))
     x402_only = make_sim(settings)

@@ -25,11 +25,11 @@ from x402.mechanisms.evm.types import ExactEIP3009Authorization
 from x402.mechanisms.evm.verify import verify_eoa_signature
 from x402.schemas import PaymentRequirements, ResourceInfo
 
-from stablestudio import WalletPolicy
-from stablestudio.encoding import decode_b64_json, encode_b64_json
-from stablestudio.signer import Signer
-from stablestudio.siwx import client_nonce_info, eip4361_message, encode_proof, sign_proof
-from stablestudio.x402 import Quote, choose_requirement, decode_payment_required, sign_payment
+from prefect_stablestudio.client import WalletPolicy
+from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
+from prefect_stablestudio.client.signer import Signer
+from prefect_stablestudio.client.siwx import client_nonce_info, eip4361_message, encode_proof, sign_proof
+from prefect_stablestudio.client.x402 import Quote, choose_requirement, decode_payment_required, sign_payment
 from tests.core.helpers import PAY_TO, payment_required, quote_for, requirement
 
 URL = "https://stablestudio.dev/api/generate/flux-2-pro/edit"

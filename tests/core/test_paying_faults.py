@@ -13,7 +13,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     BudgetExceeded,
     EditRequest,
     InvalidRequest,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from stablestudio.polling import PollSchedule, TurnaroundHistory
+from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
 
 
 def schedule(**kw: float) -> PollSchedule:

@@ -13,13 +13,13 @@ from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domai
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils.address import to_checksum_address
 
-from stablestudio import InvalidRequest
-from stablestudio.eip712 import domain_separator
-from stablestudio.encoding import decode_b64_json, encode_b64_json
-from stablestudio.keys import load_account, load_signer
-from stablestudio.signer import Signer, as_signer, personal_message_digest
-from stablestudio.siwx import client_nonce_info, sign_proof
-from stablestudio.x402 import (
+from prefect_stablestudio.client import InvalidRequest
+from prefect_stablestudio.client.eip712 import domain_separator
+from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
+from prefect_stablestudio.client.keys import load_account, load_signer
+from prefect_stablestudio.client.signer import Signer, as_signer, personal_message_digest
+from prefect_stablestudio.client.siwx import client_nonce_info, sign_proof
+from prefect_stablestudio.client.x402 import (
     Requirement,
     authorization_digest,
     authorization_typed_data,
@@ -138,7 +138,7 @@ def test_sign_proof_signs_what_eth_account_signs_from_a_signer_or_a_local_accoun
 
 
 def _eip4361(proof: dict[str, object]) -> str:
-    from stablestudio.siwx import eip4361_message
+    from prefect_stablestudio.client.siwx import eip4361_message
 
     return eip4361_message(proof, str(proof["address"]))
 

@@ -8,8 +8,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from stablestudio import ProtocolError, UntrustedChallenge
-from stablestudio.siwx import (
+from prefect_stablestudio.client import ProtocolError, UntrustedChallenge
+from prefect_stablestudio.client.siwx import (
     check_challenge_origin,
     client_nonce_info,
     eip4361_message,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stablestudio import sources
-from stablestudio.sources import CHUNK_SIZE, SMALL_FILE_BYTES, OpenedSource, open_source
+from prefect_stablestudio.client import sources
+from prefect_stablestudio.client.sources import CHUNK_SIZE, SMALL_FILE_BYTES, OpenedSource, open_source
 from tests.core.test_with_simulator import client
 
 PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452")

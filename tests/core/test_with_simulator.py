@@ -11,7 +11,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     AuthenticationFailed,
     EditRequest,
     InvalidRequest,
@@ -20,7 +20,7 @@ from stablestudio import (
     JobTimeout,
     StableStudioClient,
 )
-from stablestudio_simulator.faults import FaultRule
+from prefect_stablestudio.simulator.faults import FaultRule
 from tests.core.test_oracle import assert_payment_verifies
 
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from stablestudio import PolicyRefused, ProtocolError, WalletPolicy
-from stablestudio.encoding import encode_b64_json
-from stablestudio.money import to_atomic, to_dollars
-from stablestudio.x402 import (
+from prefect_stablestudio.client import PolicyRefused, ProtocolError, WalletPolicy
+from prefect_stablestudio.client.encoding import encode_b64_json
+from prefect_stablestudio.client.money import to_atomic, to_dollars
+from prefect_stablestudio.client.x402 import (
     PaymentRequired,
     choose_requirement,
     decode_payment_required,

@@ -32,7 +32,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blocks import StableStudioWallet
+from prefect_stablestudio.blocks import StableStudioWallet
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 from PIL import Image
 
-from blocks import StableStudioWallet
+from prefect_stablestudio.blocks import StableStudioWallet
 
 EDIT_ROUTE = "flux-2-pro/edit"
 UPLOAD_ROUTE = "upload"

@@ -22,9 +22,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogHandler
 
-from flows import edit_images
-from flows.edit import edits_per_task_run
-from stablestudio_simulator import FaultRule
+from prefect_stablestudio.flows import edit_images
+from prefect_stablestudio.flows.edit import edits_per_task_run
+from prefect_stablestudio.simulator import FaultRule
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-from blocks.budget import (
+from prefect_stablestudio.blocks.budget import (
     RUN_FLOAT,
     BudgetHooks,
     SpendBudget,
@@ -23,7 +23,7 @@ from blocks.budget import (
     run_limit_name,
     total_limit_name,
 )
-from stablestudio.payment import NoHooks
+from prefect_stablestudio.client.payment import NoHooks
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

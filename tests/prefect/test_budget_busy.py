@@ -13,7 +13,7 @@ import pytest
 from eth_account import Account
 from prefect.client.orchestration import get_client
 
-from blocks.budget import SpendBudget, _increment, total_limit_name
+from prefect_stablestudio.blocks.budget import SpendBudget, _increment, total_limit_name
 
 
 @contextlib.asynccontextmanager

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from blocks.budget import SpendBudget, SpendCapExceeded
-from flows import submit_edit
-from flows.intents import intent_key
-from stablestudio.errors import PaymentRejected, PolicyRefused
-from stablestudio.models import EditRequest
+from prefect_stablestudio.blocks.budget import SpendBudget, SpendCapExceeded
+from prefect_stablestudio.client.errors import PaymentRejected, PolicyRefused
+from prefect_stablestudio.client.models import EditRequest
+from prefect_stablestudio.flows import submit_edit
+from prefect_stablestudio.flows.intents import intent_key
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -24,7 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.logging.handlers import APILogHandler
 from prefect.utilities.callables import parameter_schema
 
-from flows import (
+from prefect_stablestudio.flows import (
     EditBatchFailed,
     EditFailed,
     EditItem,
@@ -182,7 +182,7 @@ async def test_a_rerun_after_a_failure_after_payment_pays_nothing_new(
 async def test_an_unknown_outcome_is_recorded_and_only_the_same_payment_is_re_sent(
     make_sim: Any, make_wallet: Any, tmp_path: Path
 ) -> None:
-    from stablestudio_simulator.faults import FaultRule
+    from prefect_stablestudio.simulator.faults import FaultRule
 
     sim = make_sim()
     name, wallet, _ = await make_wallet(sim)
@@ -224,7 +224,7 @@ async def test_an_unknown_outcome_is_recorded_and_only_the_same_payment_is_re_se
 async def test_a_job_that_failed_after_payment_is_not_paid_again(
     make_sim: Any, make_wallet: Any, tmp_path: Path
 ) -> None:
-    from stablestudio_simulator.faults import FaultRule
+    from prefect_stablestudio.simulator.faults import FaultRule
 
     sim = make_sim()
     sim.set_faults([FaultRule(route="flux-edit", kind="job_failure", nth=[1])])

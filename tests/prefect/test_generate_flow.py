@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from prefect.utilities.callables import parameter_schema
 
-from flows.generate import extension_for, generate
-from stablestudio import InvalidRequest
+from prefect_stablestudio.client import InvalidRequest
+from prefect_stablestudio.flows.generate import extension_for, generate
 from tests.prefect.conftest import UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

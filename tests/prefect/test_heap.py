@@ -1,11 +1,11 @@
-"""flows.heap: the collector keeps off what was alive before a batch, and gets it back after the last one."""
+"""prefect_stablestudio.flows.heap: the collector keeps off what was alive before a batch, and gets it back after the last one."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from flows.heap import frozen_heap
+from prefect_stablestudio.flows.heap import frozen_heap
 
 
 def test_a_frozen_heap_hides_older_objects_until_the_last_overlapping_block_ends() -> None:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from blocks import StableStudioWallet
-from blocks.budget import SpendCapExceeded
-from flows import submit_edit
-from flows.intents import intent_key
-from stablestudio.models import EditRequest
-from stablestudio.policy import TEMPO_USDC_E
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.budget import SpendCapExceeded
+from prefect_stablestudio.client.models import EditRequest
+from prefect_stablestudio.client.policy import TEMPO_USDC_E
+from prefect_stablestudio.flows import submit_edit
+from prefect_stablestudio.flows.intents import intent_key
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
 

@@ -12,8 +12,10 @@ import httpx
 import pytest
 from fsspec.core import url_to_fs
 
-from flows.intents import IntentHooks, IntentStore, PaymentIntent, intent_key
-from flows.storage import (
+from prefect_stablestudio.client.errors import InvalidRequest
+from prefect_stablestudio.client.payment import Payment, PaymentOutcome, Settlement
+from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, intent_key
+from prefect_stablestudio.flows.storage import (
     content_type_for,
     exists_with_checksum,
     join_uri,
@@ -23,8 +25,6 @@ from flows.storage import (
     sha256_hex,
     write_bytes,
 )
-from stablestudio.errors import InvalidRequest
-from stablestudio.payment import Payment, PaymentOutcome, Settlement
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 

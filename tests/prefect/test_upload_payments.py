@@ -16,8 +16,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogHandler
 
-from flows import BatchResult, edit_images
-from stablestudio_simulator.faults import FaultRule
+from prefect_stablestudio.flows import BatchResult, edit_images
+from prefect_stablestudio.simulator.faults import FaultRule
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

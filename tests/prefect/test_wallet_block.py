@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,10 +19,11 @@ from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import ValidationError
 
-from blocks import StableStudioWallet
-from blocks.wallet import LOGO_PATH
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.wallet import LOGO_PATH
 
 
+@pytest.mark.smoke
 class TestWalletBlockStandards(BlockStandardTestSuite):
     @pytest.fixture
     def block(self) -> type[Block]:
@@ -116,6 +118,7 @@ def test_from_env(payer: LocalAccount, payer_key: str) -> None:
 
 def test_the_entry_point_names_the_module_that_imports_the_block() -> None:
     (ep,) = [e for e in entry_points(group="prefect.collections") if e.name == "prefect_stablestudio"]
+    assert ep.value == "prefect_stablestudio.blocks"
     module = ep.load()
     assert module.StableStudioWallet is StableStudioWallet
 
@@ -138,10 +141,11 @@ async def test_saved_block_masks_the_key_in_the_api(prefect_api: str, payer_key:
     assert loaded.max_usd_per_run == Decimal("1")
 
 
-def test_block_register_cli_registers_the_type(prefect_api: str) -> None:
+def test_block_register_cli_registers_the_type(prefect_api: str, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     out = subprocess.run(
-        [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_stablestudio.blocks"],
+        cwd=tmp_path,  # any working directory: the module comes from the installed package
         capture_output=True,
         text=True,
         env=env,

@@ -11,7 +11,7 @@ import sys
 
 
 def main() -> None:
-    from flows import edit_image
+    from prefect_stablestudio.flows import edit_image
 
     kwargs = json.loads(sys.argv[1])
     asyncio.run(edit_image(**kwargs))

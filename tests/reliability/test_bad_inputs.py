@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from stablestudio import EditRequest, InvalidRequest, StableStudioClient
+from prefect_stablestudio.client import EditRequest, InvalidRequest, StableStudioClient
 
 GOOD = {"prompt": "make it snow", "images": ["https://b.example/x.png"]}
 

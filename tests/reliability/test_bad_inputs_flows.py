@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flows import EditFailed, EditItem, edit_image, edit_images
+from prefect_stablestudio.flows import EditFailed, EditItem, edit_image, edit_images
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

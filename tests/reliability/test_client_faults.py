@@ -16,7 +16,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     EditRequest,
     JobFailed,
     NoHooks,
@@ -26,7 +26,7 @@ from stablestudio import (
     StableStudioClient,
     StableStudioError,
 )
-from stablestudio_simulator import FaultRule
+from prefect_stablestudio.simulator import FaultRule
 
 EDIT_ROUTE = "flux-2-pro/edit"
 

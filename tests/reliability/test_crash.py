@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from flows import IntentStore, PaymentIntent, edit_image
-from stablestudio_simulator import FaultRule
+from prefect_stablestudio.flows import IntentStore, PaymentIntent, edit_image
+from prefect_stablestudio.simulator import FaultRule
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from blocks import StableStudioWallet
-from flows import IntentStore
-from flows.intents import PaymentTerms
-from flows.tasks import submit_edit
-from stablestudio import EditRequest, PaymentRejected, PolicyRefused, Quote, Requirement
-from stablestudio.x402 import payment_required_from_json
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.client import EditRequest, PaymentRejected, PolicyRefused, Quote, Requirement
+from prefect_stablestudio.client.x402 import payment_required_from_json
+from prefect_stablestudio.flows import IntentStore
+from prefect_stablestudio.flows.intents import PaymentTerms
+from prefect_stablestudio.flows.tasks import submit_edit
 from tests.core.fake_studio import FakeStudio
 from tests.core.helpers import PAY_TO, USDC, payment_required, requirement
 from tests.reliability.test_hostile import OTHER_PAY_TO, requote_with

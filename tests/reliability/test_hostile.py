@@ -21,7 +21,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from stablestudio import (
+from prefect_stablestudio.client import (
     EditRequest,
     PaymentOutcomeUnknown,
     PaymentRejected,
@@ -30,7 +30,7 @@ from stablestudio import (
     StableStudioClient,
     WalletPolicy,
 )
-from stablestudio.encoding import MAX_HEADER_CHARS, encode_b64_json
+from prefect_stablestudio.client.encoding import MAX_HEADER_CHARS, encode_b64_json
 from tests.core.fake_studio import FakeStudio
 from tests.core.helpers import PAY_TO, payment_required, requirement
 from tests.core.test_client_edges import siwx_402

@@ -27,14 +27,14 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogHandler
 from typer.testing import CliRunner
 
-from blocks import StableStudioWallet
-from flows import edit_images
+from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.cli import app
-from stablestudio_simulator import FaultRule
+from prefect_stablestudio.flows import edit_images
+from prefect_stablestudio.simulator import FaultRule
 from tests.prefect.conftest import png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-LOGGERS = ("", "stablestudio", "stablestudio_simulator", "httpx", "httpcore", "prefect", "uvicorn", "flows")
+LOGGERS = ("", "prefect_stablestudio", "httpx", "httpcore", "prefect", "uvicorn")
 
 
 class Capture(logging.Handler):

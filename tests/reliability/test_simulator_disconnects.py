@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from stablestudio_simulator import FaultRule
+from prefect_stablestudio.simulator import FaultRule
 
 
 class Errors(logging.Handler):

@@ -20,9 +20,9 @@ import pytest
 from distributed import Client, LocalCluster
 from prefect_dask import DaskTaskRunner
 
-from flows.chunked import ChunkedResult, edit_images_chunked
-from flows.edit import edit_images
-from flows.models import BatchResult, EditItem, EditOptions
+from prefect_stablestudio.flows.chunked import ChunkedResult, edit_images_chunked
+from prefect_stablestudio.flows.edit import edit_images
+from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
 
 OPTIONS = EditOptions(resolution="0.5 MP")

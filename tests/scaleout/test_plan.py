@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flows.models import EditItem
-from flows.shard_plan import plan_shards
+from prefect_stablestudio.flows.models import EditItem
+from prefect_stablestudio.flows.shard_plan import plan_shards
 
 
 def _items(names: list[str]) -> list[EditItem]:

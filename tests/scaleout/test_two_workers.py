@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from flows.models import EditItem
-from flows.shards import ShardedReport, edit_sharded
+from prefect_stablestudio.flows.models import EditItem
+from prefect_stablestudio.flows.shards import ShardedReport, edit_sharded
 from tests.deployments.test_end_to_end import (
     BIN,
     Processes,

@@ -14,10 +14,10 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from stablestudio_simulator import FaultPlan, FaultRule, Simulator, parse_fault_spec
-from stablestudio_simulator.cli import build_parser, settings_from_args
-from stablestudio_simulator.jobs import Job
-from stablestudio_simulator.render import output_size
+from prefect_stablestudio.simulator import FaultPlan, FaultRule, Simulator, parse_fault_spec
+from prefect_stablestudio.simulator.cli import build_parser, settings_from_args
+from prefect_stablestudio.simulator.jobs import Job
+from prefect_stablestudio.simulator.render import output_size
 from tests.simulator.helpers import paid_post, png_bytes, put_blob, siwx_request
 
 
@@ -183,7 +183,7 @@ def test_cli_serves_until_stopped(fresh_account: LocalAccount) -> None:
         [
             sys.executable,
             "-m",
-            "stablestudio_simulator",
+            "prefect_stablestudio.simulator",
             "--port",
             "0",
             "--fund",

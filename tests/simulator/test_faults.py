@@ -9,7 +9,7 @@ import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from stablestudio_simulator import FaultRule, Simulator
+from prefect_stablestudio.simulator import FaultRule, Simulator
 from tests.simulator.helpers import (
     EDIT_PATH,
     decode_header,

@@ -12,10 +12,10 @@ import pytest
 from eth_account import Account
 from PIL import Image
 
-from stablestudio_simulator import Simulator
-from stablestudio_simulator.generate import SPECS
-from stablestudio_simulator.pricing import generate_prices
-from stablestudio_simulator.settings import SimulatorSettings
+from prefect_stablestudio.simulator import Simulator
+from prefect_stablestudio.simulator.generate import SPECS
+from prefect_stablestudio.simulator.pricing import generate_prices
+from prefect_stablestudio.simulator.settings import SimulatorSettings
 from tests.simulator.helpers import decode_header, paid_post, siwx_request, upload_image
 
 
@@ -131,7 +131,7 @@ async def test_video_job_has_a_gif_and_a_png_thumbnail(
 
 
 def test_video_latency_on_the_command_line() -> None:
-    from stablestudio_simulator.cli import build_parser, settings_from_args
+    from prefect_stablestudio.simulator.cli import build_parser, settings_from_args
 
     settings = settings_from_args(build_parser().parse_args(["--video-latency", "2.5"]))
     assert settings.video_latency_seconds == 2.5

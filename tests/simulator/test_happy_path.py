@@ -12,7 +12,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from PIL import Image
 
-from stablestudio_simulator import Simulator, SimulatorSettings, run_simulator
+from prefect_stablestudio.simulator import Simulator, SimulatorSettings, run_simulator
 from tests.simulator.helpers import (
     EDIT_PATH,
     decode_header,

@@ -16,7 +16,7 @@ from x402 import x402Client
 from x402.http.utils import decode_payment_required_header, encode_payment_signature_header
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
-from stablestudio_simulator import Simulator
+from prefect_stablestudio.simulator import Simulator
 from tests.simulator.helpers import decode_header, encode_header, sdk_payment
 
 UPLOAD_BODY = {"filename": "a.png", "contentType": "image/png"}

@@ -15,9 +15,9 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from x402.extensions.sign_in_with_x import create_siwx_payload, encode_siwx_header
 
-from stablestudio_simulator import Simulator
-from stablestudio_simulator.encoding import iso
-from stablestudio_simulator.siwx import siwe_message
+from prefect_stablestudio.simulator import Simulator
+from prefect_stablestudio.simulator.encoding import iso
+from prefect_stablestudio.simulator.siwx import siwe_message
 from tests.simulator.helpers import (
     EDIT_PATH,
     decode_header,

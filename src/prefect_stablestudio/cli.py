@@ -1,0 +1,283 @@
+"""The `prefect-stablestudio` command line.
+
+Commands import what they need when they run, so `--help` answers without starting anything. Exit status: 0
+on success, 1 when the work failed (a refused payment, a missing block, an edit that did not produce a
+result), 2 for a usage error.
+
+Example:
+    ```bash
+    prefect-stablestudio demo
+    prefect-stablestudio wallet create my-wallet --max-total 5   # key: $STABLESTUDIO_PRIVATE_KEY or a prompt
+    prefect-stablestudio edit photo.png --prompt "make it snow" --wallet my-wallet
+    prefect-stablestudio budget my-wallet
+    ```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from prefect_stablestudio.console import console, err_console, run
+
+if TYPE_CHECKING:
+    from prefect_stablestudio.wallets import WalletReport
+
+app = typer.Typer(
+    name="prefect-stablestudio",
+    help="Edit images with Flux 2 Pro on StableStudio from Prefect, paid per call in USDC (x402). "
+    "No API keys.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+wallet_app = typer.Typer(
+    help="Save and inspect StableStudio wallet blocks (the key is never shown).",
+    no_args_is_help=True,
+)
+app.add_typer(wallet_app, name="wallet")
+
+KEY_ENV = "STABLESTUDIO_PRIVATE_KEY"
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+_ASPECT_RATIOS = ["1:1", "16:9", "9:16", "3:2", "2:3", "4:5", "5:4", "4:3", "3:4"]
+_RESOLUTIONS = ["0.5 MP", "1 MP", "2 MP"]
+_FORMATS = ["png", "jpg", "webp"]
+
+
+def _usd(value: str | None, option: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter(
+            f"{value!r} is not an amount in USD (e.g. 0.50)", param_hint=option
+        ) from None
+    if not amount.is_finite() or amount < 0:
+        raise typer.BadParameter(f"{value!r} must be a positive amount in USD", param_hint=option)
+    return amount
+
+
+def _choice(value: str, choices: list[str], option: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+    return value
+
+
+@app.command(context_settings=_PASSTHROUGH, add_help_option=False)
+def simulator(ctx: typer.Context) -> None:
+    """Run the local StableStudio simulator on 127.0.0.1 (see `simulator --help` for its options)."""
+    from prefect_stablestudio.simulator.cli import main as simulator_main
+
+    raise typer.Exit(simulator_main(list(ctx.args)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the sample images and the results.")] = Path(
+        "out/demo"
+    ),
+    prompt: Annotated[str | None, typer.Option(help="The edit to apply to the samples.")] = None,
+    latency: Annotated[float, typer.Option(min=0, help="Seconds each simulated job takes.")] = 3.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    """Edit the bundled sample images end to end on the local simulator with a throwaway wallet."""
+    from prefect_stablestudio.demo import DEMO_PROMPT, DemoSettings, run_demo
+
+    settings = DemoSettings(out=out, prompt=prompt or DEMO_PROMPT, latency_seconds=latency, verbose=verbose)
+    raise typer.Exit(run(run_demo(settings)))
+
+
+@app.command()
+def edit(
+    images: Annotated[
+        list[str],
+        typer.Argument(metavar="IMAGE...", help="Images to edit: local paths or fsspec URLs (s3://...)."),
+    ],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to change.")],
+    wallet: Annotated[
+        str,
+        typer.Option("--wallet", "-w", envvar="STABLESTUDIO_WALLET", help="Name of a saved wallet block."),
+    ] = "default",
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Folder for the results: a path or s3://...")
+    ] = "out",
+    aspect_ratio: Annotated[str, typer.Option(help=f"One of {', '.join(_ASPECT_RATIOS)}.")] = "1:1",
+    resolution: Annotated[str, typer.Option(help="0.5 MP, 1 MP or 2 MP (larger costs more).")] = "1 MP",
+    output_format: Annotated[str, typer.Option("--format", help="png, jpg or webp.")] = "png",
+    quality: Annotated[int, typer.Option(min=0, max=100, help="Compression quality (jpg, webp).")] = 80,
+    safety: Annotated[int, typer.Option(min=1, max=5, help="Safety tolerance: 1 strictest, 5 loosest.")] = 2,
+    seed: Annotated[int | None, typer.Option(help="Fixed seed for reproducible output.")] = None,
+    upsample: Annotated[bool, typer.Option("--upsample", help="Let the model rewrite the prompt.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Edits in flight at once.")] = 4,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    """Edit images with Flux 2 Pro, paid from a saved wallet; a rerun of the same edit pays nothing."""
+    _choice(aspect_ratio, _ASPECT_RATIOS, "--aspect-ratio")
+    _choice(resolution, _RESOLUTIONS, "--resolution")
+    _choice(output_format, _FORMATS, "--format")
+    for image in images:
+        if "://" not in image and not Path(image).is_file():
+            raise typer.BadParameter(f"{image}: no such file", param_hint="IMAGES")
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
+    raise typer.Exit(
+        run(
+            _edit(
+                images,
+                prompt,
+                wallet,
+                out,
+                verbose=verbose,
+                concurrency=concurrency,
+                options={
+                    "aspect_ratio": aspect_ratio,
+                    "resolution": resolution,
+                    "output_format": output_format,
+                    "output_quality": quality,
+                    "safety_tolerance": safety,
+                    "seed": seed,
+                    "prompt_upsampling": upsample,
+                },
+            )
+        )
+    )
+
+
+async def _edit(
+    images: list[str],
+    prompt: str,
+    wallet: str,
+    out: str,
+    *,
+    verbose: bool,
+    concurrency: int,
+    options: dict[str, Any],
+) -> int:
+    from prefect_stablestudio.console import quiet_prefect_console
+    from prefect_stablestudio.editing import outcome_table, run_edits
+    from prefect_stablestudio.flows.models import EditOptions
+    from prefect_stablestudio.wallets import load_wallet_or_explain
+
+    quiet_prefect_console(logging.NOTSET if verbose else logging.WARNING)
+    block = await load_wallet_or_explain(wallet)
+    console.print(f"Wallet {block.public_address} on {block.base_url}")
+    edit_run = await run_edits(
+        wallet, images, prompt, out, EditOptions(**options), max_concurrency=concurrency
+    )
+    console.print(outcome_table(edit_run.result))
+    console.print(f"Spent ${edit_run.result.spent_usd} in flow run {edit_run.flow_run_id}.")
+    failed = edit_run.result.failed
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} of {len(edit_run.result.outcomes)} edits failed.[/]")
+    return 1 if failed else 0
+
+
+@wallet_app.command("create")
+def wallet_create(
+    name: Annotated[str, typer.Argument(help="Block name to save the wallet under.")],
+    base_url: Annotated[str, typer.Option(help="StableStudio API origin.")] = "https://stablestudio.dev",
+    blob_api_url: Annotated[
+        str | None, typer.Option(help="Upload (blob) API origin, if not the default.")
+    ] = None,
+    max_per_call: Annotated[str, typer.Option(help="Largest single payment, USD.")] = "0.50",
+    max_per_run: Annotated[str | None, typer.Option(help="Most one flow run may spend, USD.")] = None,
+    max_per_day: Annotated[str | None, typer.Option(help="Most spent in any 24 hours, USD.")] = None,
+    max_total: Annotated[str | None, typer.Option(help="Most this wallet may ever spend, USD.")] = None,
+    pay_to: Annotated[
+        list[str] | None, typer.Option("--pay-to", help="Allowed recipient address (repeatable).")
+    ] = None,
+    key_env: Annotated[str, typer.Option(help="Environment variable holding the private key.")] = KEY_ENV,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a block of the same name.")] = False,
+) -> None:
+    """Save a wallet block. The key is read from $STABLESTUDIO_PRIVATE_KEY or a hidden prompt, not argv.
+
+    Spend caps are enforced by Prefect's server, across every worker that uses the block.
+    """
+    fields: dict[str, Any] = {
+        "base_url": base_url,
+        "blob_api_url": blob_api_url,
+        "max_usd_per_call": _usd(max_per_call, "--max-per-call"),
+        "max_usd_per_run": _usd(max_per_run, "--max-per-run"),
+        "max_usd_per_day": _usd(max_per_day, "--max-per-day"),
+        "max_usd_total": _usd(max_total, "--max-total"),
+        "allowed_pay_to": pay_to or None,
+    }
+    key = os.environ.get(key_env, "").strip()
+    if not key:
+        key = typer.prompt("Private key (hidden)", hide_input=True, err=True).strip()
+    from prefect_stablestudio.wallets import create_wallet
+
+    with err_console.status("Saving the block in Prefect..."):
+        wallet = run(create_wallet(name, key, overwrite=overwrite, fields=fields))
+    del key
+    console.print(f"Saved wallet block [bold]{name}[/] for {wallet.public_address} ({wallet.base_url}).")
+    _show(name)
+
+
+@wallet_app.command("show")
+def wallet_show(name: Annotated[str, typer.Argument(help="Block name.")]) -> None:
+    """Address, endpoint, caps, spent and remaining of a wallet block (never its key)."""
+    _show(name)
+
+
+def _show(name: str) -> WalletReport:
+    from rich.table import Table
+
+    from prefect_stablestudio.wallets import load_report, usd
+
+    report = run(load_report(name))
+    console.print(f"[bold]{report.name}[/]")
+    console.print(f"  address   {report.address}")
+    console.print(f"  base URL  {report.base_url}")
+    if report.blob_api_url:
+        console.print(f"  blob API  {report.blob_api_url}")
+    console.print(f"  networks  {', '.join(report.allowed_networks)}")
+    console.print(f"  pay to    {', '.join(report.allowed_pay_to) if report.allowed_pay_to else 'any'}")
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("cap", "limit", "spent", "remaining"):
+        table.add_column(column)
+    for row in report.rows:
+        spent = "-" if row.spent is None else usd(row.spent)
+        remaining = "-" if row.remaining is None else usd(row.remaining)
+        table.add_row(row.name, usd(row.limit), spent, remaining)
+    console.print(table)
+    return report
+
+
+@app.command()
+def budget(name: Annotated[str, typer.Argument(help="Wallet block name.")]) -> None:
+    """Spend per cap of a wallet, as Prefect's server counts it, and the flow runs spending now."""
+    from prefect_stablestudio.wallets import usd
+
+    report = _show(name)
+    if report.active_runs:
+        console.print("Flow runs in progress (per-run caps):")
+        for run_id, limit, spent in report.active_runs:
+            console.print(f"  {run_id}: spent {usd(spent)} of {usd(limit)}")
+    if not any(row.spent is not None for row in report.rows):
+        console.print("No 24 h or lifetime cap is set, so Prefect keeps no running total for this wallet.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    # Our commands start short-lived local Prefect servers; their telemetry only fails offline (and locks
+    # SQLite), so it is off unless the user set it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        app(args=argv, prog_name="prefect-stablestudio", standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

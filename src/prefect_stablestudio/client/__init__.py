@@ -1,0 +1,95 @@
+"""stablestudio: a Prefect-free async client for StableStudio (Flux 2 Pro edit), paid per call with x402.
+
+Example:
+    ```python
+    from prefect_stablestudio.client import EditRequest, StableStudioClient
+
+    async with StableStudioClient(private_key) as client:
+        blob_url = await client.upload("photo.png")
+        job = await client.submit_edit(EditRequest(prompt="make it snow", images=[blob_url]))
+        result = await client.wait_for_job(job.job_id)
+    ```
+"""
+
+from prefect_stablestudio.client._http import ClientStats, tls_context
+from prefect_stablestudio.client.catalog import (
+    CATALOG,
+    CatalogEntry,
+    GenerationRequest,
+    build_request,
+    catalog_entry,
+)
+from prefect_stablestudio.client.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    InvalidRequest,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PaymentOutcomeUnknown,
+    PaymentRejected,
+    PolicyRefused,
+    ProtocolError,
+    RateLimited,
+    StableStudioError,
+    UntrustedChallenge,
+    UpstreamError,
+)
+from prefect_stablestudio.client.models import (
+    EditRequest,
+    Job,
+    JobResult,
+    SubmittedJob,
+    UploadResult,
+    UploadTicket,
+)
+from prefect_stablestudio.client.money import format_usd, to_atomic, to_dollars
+from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome, Settlement
+from prefect_stablestudio.client.policy import BASE_USDC, AssetInfo, WalletPolicy
+from prefect_stablestudio.client.studio import StableStudioClient
+from prefect_stablestudio.client.x402 import PaymentRequired, Quote, Requirement
+
+__all__ = [
+    "BASE_USDC",
+    "CATALOG",
+    "AssetInfo",
+    "AuthenticationFailed",
+    "BudgetExceeded",
+    "CatalogEntry",
+    "ClientStats",
+    "EditRequest",
+    "GenerationRequest",
+    "InvalidRequest",
+    "Job",
+    "JobFailed",
+    "JobNotFound",
+    "JobResult",
+    "JobTimeout",
+    "NoHooks",
+    "Payment",
+    "PaymentHooks",
+    "PaymentOutcome",
+    "PaymentOutcomeUnknown",
+    "PaymentRejected",
+    "PaymentRequired",
+    "PolicyRefused",
+    "ProtocolError",
+    "Quote",
+    "RateLimited",
+    "Requirement",
+    "Settlement",
+    "StableStudioClient",
+    "StableStudioError",
+    "SubmittedJob",
+    "UntrustedChallenge",
+    "UploadResult",
+    "UploadTicket",
+    "UpstreamError",
+    "WalletPolicy",
+    "build_request",
+    "catalog_entry",
+    "format_usd",
+    "tls_context",
+    "to_atomic",
+    "to_dollars",
+]

@@ -1,0 +1,402 @@
+"""Typed requests for every StableStudio generate route, and a registry of them.
+
+Each model names its fields its own way (``aspect_ratio`` on Flux and Grok, ``aspectRatio`` on Nano Banana,
+Veo and Seedance): each request class sends exactly the model's wire names and accepts the Python spelling
+too. What the research is sure of is checked here; anything else (extra fields, values of fields whose range
+is not known) is passed through for the server's own validation to judge, which costs nothing (a 400 before
+any quote). Prices are never known here: they always come from the live 402 quote.
+
+Example:
+    >>> from prefect_stablestudio.client.catalog import build_request, catalog_entry
+    >>> req = build_request("nano-banana-pro", "generate", {"prompt": "a fox", "aspect_ratio": "16:9"})
+    >>> req.body()
+    {'prompt': 'a fox', 'aspectRatio': '16:9'}
+    >>> catalog_entry("veo-3.1", "generate").media
+    'video'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prefect_stablestudio.client.errors import InvalidRequest
+from prefect_stablestudio.client.models import (
+    AspectRatio,
+    EditRequest,
+    OutputFormat,
+    Resolution,
+    invalid_from,
+)
+
+__all__ = [
+    "CATALOG",
+    "CatalogEntry",
+    "Flux2MaxEdit",
+    "Flux2MaxGenerate",
+    "Flux2ProGenerate",
+    "GenerationBody",
+    "GenerationRequest",
+    "GptImage2Edit",
+    "GptImage2Generate",
+    "GptImage15Edit",
+    "GptImage15Generate",
+    "GrokEdit",
+    "GrokGenerate",
+    "MediaKind",
+    "NanoBananaEdit",
+    "NanoBananaGenerate",
+    "NanoBananaProEdit",
+    "NanoBananaProGenerate",
+    "SeedanceI2V",
+    "SeedanceT2V",
+    "Sora2Generate",
+    "Veo31Generate",
+    "Wan26I2V",
+    "Wan26T2V",
+    "build_request",
+    "catalog_entry",
+]
+
+MediaKind = Literal["image", "video"]
+MAX_PROMPT_CHARS = 10_000
+
+
+GenerationBody = Union["GenerationRequest", EditRequest]
+"""Any typed generate request: the classes here, and `EditRequest` (Flux 2 Pro edit)."""
+
+
+class GenerationRequest(BaseModel):
+    """Base of the typed generate requests: unknown fields pass through, unset optional fields are not sent.
+
+    Invalid values raise `InvalidRequest` (a ValueError) naming the field, before any request is made.
+    Subclasses set `MODEL`, `OPERATION` and `MEDIA`.
+
+    Example:
+        >>> GrokGenerate(prompt="a lighthouse", aspect_ratio="20:9").body()
+        {'prompt': 'a lighthouse', 'aspect_ratio': '20:9'}
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    MODEL: ClassVar[str]
+    OPERATION: ClassVar[str]
+    MEDIA: ClassVar[MediaKind] = "image"
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+
+    def __init__(self, **data: Any) -> None:
+        # Validate under the wire names, so an error names the field as the API (and its docs) spell it.
+        for name, info in type(self).model_fields.items():
+            if info.alias and name in data and info.alias not in data:
+                data[info.alias] = data.pop(name)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_from(exc, f"{self.MODEL}/{self.OPERATION} request") from None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body, with the model's own field names (unset optional fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+
+class Flux2ProGenerate(GenerationRequest):
+    """Flux 2 Pro text-to-image (``flux-2-pro/generate``). Every field is sent, as for the edit."""
+
+    MODEL = "flux-2-pro"
+    OPERATION = "generate"
+
+    aspect_ratio: AspectRatio = "1:1"
+    resolution: Resolution = "1 MP"
+    output_format: OutputFormat = "webp"
+    output_quality: int = Field(default=80, ge=0, le=100, strict=True)
+    safety_tolerance: int = Field(default=2, ge=1, le=5, strict=True)
+    prompt_upsampling: bool = False
+    seed: int | None = Field(default=None, strict=True)
+
+
+FluxMaxResolution = Literal["0.5 MP", "1 MP", "2 MP", "4 MP"]
+
+
+class Flux2MaxGenerate(Flux2ProGenerate):
+    """Flux 2 Max text-to-image (``flux-2-max/generate``): Flux 2 Pro's fields, resolution up to 4 MP."""
+
+    MODEL = "flux-2-max"
+    resolution: FluxMaxResolution = "1 MP"  # type: ignore[assignment]
+
+
+class Flux2MaxEdit(Flux2MaxGenerate):
+    """Flux 2 Max edit (``flux-2-max/edit``): 1-8 image URLs from `upload`."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1, max_length=8)
+
+
+class NanoBananaProGenerate(GenerationRequest):
+    """Nano Banana Pro (``nano-banana-pro/generate``): camelCase ``aspectRatio``, ``imageSize`` 1K/2K/4K."""
+
+    MODEL = "nano-banana-pro"
+    OPERATION = "generate"
+
+    aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
+    image_size: Literal["1K", "2K", "4K"] | None = Field(default=None, alias="imageSize")
+
+
+class NanoBananaProEdit(NanoBananaProGenerate):
+    """Nano Banana Pro edit (``nano-banana-pro/edit``): up to 14 image URLs."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1, max_length=14)
+
+
+class NanoBananaGenerate(GenerationRequest):
+    """Nano Banana (``nano-banana/generate``): ``aspectRatio``, ``imageSize`` 512/1K/2K/4K,
+    ``thinkingLevel``."""
+
+    MODEL = "nano-banana"
+    OPERATION = "generate"
+
+    aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
+    image_size: Literal["512", "1K", "2K", "4K"] | None = Field(default=None, alias="imageSize")
+    thinking_level: str | None = Field(default=None, alias="thinkingLevel")
+
+
+class NanoBananaEdit(NanoBananaGenerate):
+    """Nano Banana edit (``nano-banana/edit``): image URLs from `upload` (the limit is not documented)."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1)
+
+
+GptQuality = Literal["low", "medium", "high"]
+GptSize = Literal["1024x1024", "1536x1024", "1024x1536", "auto"]
+
+
+class GptImage2Generate(GenerationRequest):
+    """GPT Image 2 (``gpt-image-2/generate``), StableStudio's default image model. May take minutes."""
+
+    MODEL = "gpt-image-2"
+    OPERATION = "generate"
+
+    quality: GptQuality | None = None
+    size: GptSize | None = None
+    output_format: str | None = None
+
+
+class GptImage2Edit(GptImage2Generate):
+    """GPT Image 2 edit (``gpt-image-2/edit``)."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1)
+
+
+class GptImage15Generate(GenerationRequest):
+    """GPT Image 1.5 (``gpt-image-1.5/generate``): ``quality`` and ``size``."""
+
+    MODEL = "gpt-image-1.5"
+    OPERATION = "generate"
+
+    quality: GptQuality | None = None
+    size: GptSize | None = None
+
+
+class GptImage15Edit(GptImage15Generate):
+    """GPT Image 1.5 edit (``gpt-image-1.5/edit``)."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1)
+
+
+class GrokGenerate(GenerationRequest):
+    """Grok image (``grok/generate``): snake_case ``aspect_ratio`` (13 values, 19.5:9 and 20:9 among them)."""
+
+    MODEL = "grok"
+    OPERATION = "generate"
+
+    aspect_ratio: str | None = None
+
+
+class GrokEdit(GrokGenerate):
+    """Grok edit (``grok/edit``)."""
+
+    OPERATION = "edit"
+    images: tuple[str, ...] = Field(min_length=1)
+
+
+# -- videos ------------------------------------------------------------------------------------------
+
+
+class Veo31Generate(GenerationRequest):
+    """Veo 3.1 (``veo-3.1/generate``): ``durationSeconds`` "4"/"6"/"8", ``aspectRatio``; ``image`` and
+    ``lastFrame`` (blob URLs) interpolate between two frames."""
+
+    MODEL = "veo-3.1"
+    OPERATION = "generate"
+    MEDIA = "video"
+
+    duration_seconds: Literal["4", "6", "8"] | None = Field(default=None, alias="durationSeconds")
+    aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
+    image: str | None = None
+    last_frame: str | None = Field(default=None, alias="lastFrame")
+
+
+class SeedanceT2V(GenerationRequest):
+    """Seedance text-to-video (``seedance/t2v``): ``duration`` (a string), ``aspectRatio``,
+    ``outputResolution`` 480p/720p/1080p."""
+
+    MODEL = "seedance"
+    OPERATION = "t2v"
+    MEDIA = "video"
+
+    duration: str | None = None
+    aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
+    output_resolution: Literal["480p", "720p", "1080p"] | None = Field(default=None, alias="outputResolution")
+
+
+class SeedanceI2V(SeedanceT2V):
+    """Seedance image-to-video (``seedance/i2v``): ``urls`` (blob URLs), ``urlMediaTypes``, ``mode``."""
+
+    OPERATION = "i2v"
+
+    urls: tuple[str, ...] = Field(min_length=1)
+    url_media_types: tuple[str, ...] | None = Field(default=None, alias="urlMediaTypes")
+    mode: str | None = None
+
+
+class Wan26T2V(GenerationRequest):
+    """Wan 2.6 text-to-video (``wan-2.6/t2v``): ``duration`` 5/10/15, ``size`` such as "1280*720"."""
+
+    MODEL = "wan-2.6"
+    OPERATION = "t2v"
+    MEDIA = "video"
+
+    duration: Literal[5, 10, 15] | None = None
+    size: str | None = None
+
+
+class Wan26I2V(GenerationRequest):
+    """Wan 2.6 image-to-video (``wan-2.6/i2v``): ``image`` (a blob URL), ``resolution``, ``duration``."""
+
+    MODEL = "wan-2.6"
+    OPERATION = "i2v"
+    MEDIA = "video"
+
+    image: str = Field(min_length=1)
+    duration: Literal[5, 10, 15] | None = None
+    resolution: str | None = None
+
+
+class Sora2Generate(GenerationRequest):
+    """Sora 2 (``sora-2/generate``): ``seconds`` and ``size``."""
+
+    MODEL = "sora-2"
+    OPERATION = "generate"
+    MEDIA = "video"
+
+    seconds: int | str | None = None
+    size: str | None = None
+
+
+# -- registry ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One generate route: its request type, what it makes, and how long to wait for it.
+
+    `expected_seconds` is the typical turnaround (where polling starts); `max_wait_seconds` the default
+    deadline. Videos take minutes.
+    """
+
+    model: str
+    operation: str
+    request_type: type[GenerationRequest] | type[EditRequest]
+    media: MediaKind
+    expected_seconds: float
+    max_wait_seconds: float
+    image_field: str | None = None
+
+    def with_images(self, params: Mapping[str, Any], urls: Sequence[str]) -> dict[str, Any]:
+        """``params`` with uploaded image URLs in this route's image field (a list, or one URL).
+
+        Example:
+            >>> catalog_entry("wan-2.6", "i2v").with_images({"prompt": "p"}, ["https://b/x.png"])
+            {'prompt': 'p', 'image': 'https://b/x.png'}
+        """
+        if not urls:
+            return dict(params)
+        if self.image_field is None:
+            raise InvalidRequest(f"{self.model}/{self.operation} takes no input images", field="images")
+        if self.image_field in SINGLE_IMAGE_FIELDS:
+            if len(urls) != 1:
+                raise InvalidRequest(f"{self.model}/{self.operation} takes one input image", field="images")
+            return {**params, self.image_field: urls[0]}
+        return {**params, self.image_field: list(urls)}
+
+    def build(self, params: Mapping[str, Any]) -> GenerationBody:
+        """A validated request from a params dict (raises `InvalidRequest`)."""
+        return self.request_type(**dict(params))
+
+
+SINGLE_IMAGE_FIELDS = ("image",)
+
+
+def _entry(cls: type[GenerationRequest], expected: float, max_wait: float) -> CatalogEntry:
+    fields = cls.model_fields
+    image_field = next((f for f in ("images", "urls", "image") if f in fields), None)
+    return CatalogEntry(cls.MODEL, cls.OPERATION, cls, cls.MEDIA, expected, max_wait, image_field)
+
+
+CATALOG: Mapping[tuple[str, str], CatalogEntry] = {
+    (e.model, e.operation): e
+    for e in (
+        CatalogEntry("flux-2-pro", "edit", EditRequest, "image", 5.0, 600.0, "images"),
+        _entry(Flux2ProGenerate, 5.0, 300.0),
+        _entry(Flux2MaxGenerate, 10.0, 300.0),
+        _entry(Flux2MaxEdit, 10.0, 300.0),
+        _entry(NanoBananaProGenerate, 10.0, 300.0),
+        _entry(NanoBananaProEdit, 10.0, 300.0),
+        _entry(NanoBananaGenerate, 8.0, 300.0),
+        _entry(NanoBananaEdit, 8.0, 300.0),
+        _entry(GptImage2Generate, 30.0, 600.0),
+        _entry(GptImage2Edit, 30.0, 600.0),
+        _entry(GptImage15Generate, 20.0, 600.0),
+        _entry(GptImage15Edit, 20.0, 600.0),
+        _entry(GrokGenerate, 8.0, 300.0),
+        _entry(GrokEdit, 8.0, 300.0),
+        _entry(Veo31Generate, 90.0, 900.0),
+        _entry(SeedanceT2V, 60.0, 900.0),
+        _entry(SeedanceI2V, 60.0, 900.0),
+        _entry(Wan26T2V, 90.0, 900.0),
+        _entry(Wan26I2V, 90.0, 900.0),
+        _entry(Sora2Generate, 120.0, 1200.0),
+    )
+}
+
+
+def catalog_entry(model: str, operation: str) -> CatalogEntry:
+    """The registry entry of ``model/operation``.
+
+    Raises:
+        InvalidRequest: no such route in the catalog (the message lists the known ones).
+    """
+    entry = CATALOG.get((model, operation))
+    if entry is None:
+        known = ", ".join(f"{m}/{o}" for m, o in CATALOG)
+        raise InvalidRequest(f"unknown model/operation {model}/{operation}; known: {known}", field="model")
+    return entry
+
+
+def build_request(model: str, operation: str, params: Mapping[str, Any]) -> GenerationBody:
+    """A validated request for ``model/operation`` from a params dict (Python or wire field names).
+
+    Raises:
+        InvalidRequest: unknown route, or a known field out of range (nothing is sent).
+    """
+    return catalog_entry(model, operation).build(params)

@@ -1,0 +1,288 @@
+"""The paid POST: quote, check, hook, sign, send; re-send the same header on ambiguity; resume a lost reply.
+
+One logical call gets at most one signature. Every path past signing ends in `hooks.after_outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import httpx
+
+from prefect_stablestudio.client._http import error_code, excerpt, raise_for_status, retry_after_seconds
+from prefect_stablestudio.client.encoding import canonical_json, decode_b64_json
+from prefect_stablestudio.client.errors import (
+    InvalidRequest,
+    PaymentOutcomeUnknown,
+    PaymentRejected,
+    PolicyRefused,
+    ProtocolError,
+    RateLimited,
+    StableStudioError,
+    UpstreamError,
+)
+from prefect_stablestudio.client.mpp import check_rpc, choose_quote, sign_charge, unsigned_payment
+from prefect_stablestudio.client.mpp_challenge import decode_receipt
+from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
+from prefect_stablestudio.client.policy import WalletPolicy
+from prefect_stablestudio.client.session import Session
+from prefect_stablestudio.client.x402 import decode_settlement, payment_identifier_for, sign_payment
+
+__all__ = ["FindExisting", "PaidResponse", "PaymentFlow"]
+
+# Looks for what a payment bought when its reply was lost; returns the reply-shaped JSON, or None.
+FindExisting = Callable[[Payment, Any], Awaitable[dict[str, Any] | None]]
+_AMBIGUOUS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_FIND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class PaidResponse:
+    """A successful paid call: the reply JSON and what paid for it."""
+
+    data: Any
+    payment: Payment | None
+    settlement: Settlement | None
+    resumed: bool = False
+
+
+class PaymentFlow:
+    """Paid POSTs for one session, under one policy and one set of hooks."""
+
+    def __init__(
+        self,
+        session: Session,
+        policy: WalletPolicy,
+        hooks: PaymentHooks,
+        *,
+        resend_attempts: int = 2,
+        resend_backoff: float = 0.5,
+        tempo_rpc_url: str | None = None,
+    ) -> None:
+        self.tempo_rpc_url = tempo_rpc_url
+        self.session = session
+        self.policy = policy
+        self.hooks = hooks
+        self.resend_attempts = resend_attempts
+        self.resend_backoff = resend_backoff
+
+    async def post(
+        self,
+        kind: str,
+        path: str,
+        body: Any,
+        *,
+        payment: Payment | None = None,
+        idempotency_key: str | None = None,
+        find_existing: FindExisting | None = None,
+    ) -> PaidResponse:
+        """POST `body` to a paid route and pay for it (or re-send `payment`, never signing again).
+
+        Raises:
+            InvalidRequest: the server refused the body (nothing paid), or `payment` is for another call.
+            PolicyRefused: the policy or `before_signing` refused (nothing signed).
+            PaymentRejected: the server refused the payment (no money moved).
+            PaymentOutcomeUnknown: money may have moved; carries the payment.
+        """
+        url = self.session.url(path)
+        content = canonical_json(body)
+        body_sha256 = hashlib.sha256(content).hexdigest()
+        if payment is not None:
+            self._check_reusable(payment, url, body_sha256)
+            return await self._send_signed(kind, url, content, body, payment, resend=True, find=find_existing)
+
+        response = await self._unpaid(kind, url, content)
+        if response.is_success:
+            return PaidResponse(data=_json(response), payment=None, settlement=None)
+        quote = choose_quote(response, self.policy, url, body_sha256)
+        if quote.mpp is not None:
+            await check_rpc(quote.mpp, self.tempo_rpc_url)
+        await self.hooks.before_signing(quote)
+        if quote.mpp is not None:
+            try:
+                signed = await sign_charge(
+                    self.session.signer.local_account(), quote, rpc_url=self.tempo_rpc_url
+                )
+            except Exception as exc:
+                # Nothing was signed (pympp only returns the transaction): release what the hooks reserved.
+                outcome = PaymentOutcome(status="rejected", reason="signing_failed")
+                await self.hooks.after_outcome(unsigned_payment(quote), outcome)
+                raise PolicyRefused(
+                    f"could not sign the Tempo charge ({type(exc).__name__})", reason="signing_failed"
+                ) from None
+        else:
+            signed = sign_payment(
+                self.session.signer, quote, payment_identifier=payment_identifier_for(idempotency_key, url)
+            )
+        self.session.stats.payments_signed += 1
+        await self.hooks.after_signing(signed)
+        return await self._send_signed(kind, url, content, body, signed, resend=False, find=find_existing)
+
+    def _check_reusable(self, payment: Payment, url: str, body_sha256: str) -> None:
+        if payment.body_sha256 != body_sha256:
+            raise InvalidRequest("this payment was signed for another request body", field="payment")
+        if payment.resource_url != url:
+            raise InvalidRequest(
+                f"this payment was signed for {payment.resource_url}, not {url}", field="payment"
+            )
+        if payment.payer.lower() != self.session.signer.address.lower():
+            raise InvalidRequest("this payment was signed by another wallet", field="payment")
+
+    async def _unpaid(self, kind: str, url: str, content: bytes) -> httpx.Response:
+        response = await self.session.send(kind, "POST", url, content=content)
+        if response.status_code == 400:
+            data = _json_or_none(response)
+            issues = data.get("issues") if isinstance(data, dict) else None
+            raise InvalidRequest(
+                f"server refused the request: {excerpt(response)}",
+                issues=issues if isinstance(issues, list) else None,
+            )
+        if response.status_code != 402:
+            raise_for_status(response, f"POST {url}")
+        return response
+
+    async def _send_signed(
+        self,
+        kind: str,
+        url: str,
+        content: bytes,
+        body: Any,
+        payment: Payment,
+        *,
+        resend: bool,
+        find: FindExisting | None,
+    ) -> PaidResponse:
+        headers = payment.request_headers
+        last_problem = "no reply"
+        for attempt in range(1 + self.resend_attempts):
+            if attempt:
+                await asyncio.sleep(self.resend_backoff * attempt)
+            is_resend = resend or attempt > 0
+            try:
+                response = await self.session.send(kind, "POST", url, content=content, headers=headers)
+            except _AMBIGUOUS as exc:
+                last_problem = type(exc).__name__
+                continue
+            except ProtocolError as exc:
+                # A redirect after the signed header reached the server: it may have taken the money.
+                await self._unknown(payment, str(exc))
+            if response.is_success:
+                return await self._settled(payment, response, body, find)
+            if response.status_code >= 500 or response.status_code == 429:
+                last_problem = f"HTTP {response.status_code}"
+                delay = retry_after_seconds(response)
+                if delay is not None and response.status_code == 429:
+                    await asyncio.sleep(min(delay, 10.0))
+                continue
+            reason = _refusal_reason(response)
+            if is_resend or reason.endswith("nonce_used"):
+                # The money may have moved on an earlier send whose reply we lost: find what it bought.
+                return await self._resume(payment, body, find, f"re-sent payment answered {reason!r}")
+            await self.hooks.after_outcome(payment, PaymentOutcome(status="rejected", reason=reason))
+            raise PaymentRejected(f"payment refused: {reason}", reason=reason, payment=payment)
+        await self._unknown(payment, f"no answer after {1 + self.resend_attempts} sends ({last_problem})")
+
+    async def _settled(
+        self, payment: Payment, response: httpx.Response, body: Any, find: FindExisting | None
+    ) -> PaidResponse:
+        settlement: Settlement | None = None
+        header = response.headers.get("payment-receipt" if payment.method == "mpp" else "payment-response")
+        if header:
+            try:
+                settlement = (
+                    decode_receipt(header, payment) if payment.method == "mpp" else decode_settlement(header)
+                )
+            except ProtocolError:
+                settlement = None  # money moved; a bad receipt must not turn success into failure
+        try:
+            data = response.json()
+        except ValueError:
+            # A 2xx means the money moved: look for what it bought rather than leave the outcome unknown.
+            return await self._resume(payment, body, find, "paid reply is not JSON", settlement)
+        await self.hooks.after_outcome(
+            payment, PaymentOutcome(status="settled", settlement=settlement, response=data)
+        )
+        return PaidResponse(data=data, payment=payment, settlement=settlement)
+
+    async def _resume(
+        self,
+        payment: Payment,
+        body: Any,
+        find: FindExisting | None,
+        reason: str,
+        settlement: Settlement | None = None,
+    ) -> PaidResponse:
+        found = await self._find(payment, body, find) if find is not None else None
+        if found is None:
+            await self._unknown(payment, f"{reason}; no unique result found")
+        await self.hooks.after_outcome(
+            payment, PaymentOutcome(status="settled", reason=reason, settlement=settlement, response=found)
+        )
+        return PaidResponse(data=found, payment=payment, settlement=settlement, resumed=True)
+
+    async def _find(self, payment: Payment, body: Any, find: FindExisting) -> dict[str, Any] | None:
+        """What `payment` bought, or None. The lookup is free: a busy server must not leave a settled
+        payment "unknown", so transient failures are retried a few times."""
+        for attempt in range(_FIND_ATTEMPTS):
+            delay: float | None = None
+            try:
+                return await find(payment, body)
+            except RateLimited as exc:
+                delay = exc.retry_after
+            except UpstreamError as exc:
+                if 0 < exc.status < 500:
+                    return None
+            except httpx.TransportError:
+                pass
+            except (StableStudioError, httpx.HTTPError):
+                return None
+            await asyncio.sleep(
+                min(delay, 10.0) if delay is not None else self.resend_backoff * (attempt + 1)
+            )
+        return None
+
+    async def _unknown(self, payment: Payment, why: str) -> NoReturn:
+        await self.hooks.after_outcome(payment, PaymentOutcome(status="unknown", reason=why))
+        raise PaymentOutcomeUnknown(
+            f"payment {payment.nonce} to {payment.resource_url}: outcome unknown ({why}); "
+            "re-send it with payment= or reconcile by its nonce",
+            payment=payment,
+        )
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ProtocolError(f"reply is not JSON: {excerpt(response, 100)}") from None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _refusal_reason(response: httpx.Response) -> str:
+    """Why the server refused a signed payment: body code, then PAYMENT-RESPONSE, then PAYMENT-REQUIRED."""
+    code = error_code(response)
+    if code:
+        return code
+    problem = _json_or_none(response)
+    if isinstance(problem, dict) and isinstance(problem.get("type"), str):
+        return str(problem["type"]).rstrip("/").rsplit("/", 1)[-1]  # an MPP problem-details refusal
+    for name, key in (("payment-response", "errorReason"), ("payment-required", "error")):
+        header = response.headers.get(name)
+        if header:
+            try:
+                decoded = decode_b64_json(header)
+            except ProtocolError:
+                continue
+            if isinstance(decoded, dict) and isinstance(decoded.get(key), str):
+                return str(decoded[key])
+    return f"http_{response.status_code}"

@@ -1,0 +1,167 @@
+"""Image sources for upload: a path, bytes, or any fsspec URL; sniffed from their first bytes, streamed.
+
+Example:
+    >>> from prefect_stablestudio.client.sources import sniff_image_type
+    >>> sniff_image_type(bytes.fromhex("89504e470d0a1a0a") + b"rest")
+    'image/png'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from prefect_stablestudio.client.errors import InvalidRequest
+
+__all__ = ["ALLOWED_TYPES", "ImageSource", "OpenedSource", "open_source", "sniff_image_type"]
+
+ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
+ALLOWED_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
+CHUNK_SIZE = 1024 * 1024
+# A file this small is read whole by the thread that inspects it: one thread hop per upload instead of six
+# (stat, head, open, read, read, close: ~60-90 us of CPU each), holding no more than a stream's one chunk.
+SMALL_FILE_BYTES = 64 * 1024
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """The MIME type of a JPEG, PNG, GIF or WebP from its first 12 bytes; None for anything else."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+@dataclass(frozen=True)
+class OpenedSource:
+    """A checked image: its name, type and size, and a way to stream it (again, if a PUT is retried).
+
+    `data` is the whole content when it is in memory and at most one chunk: it is sent as is, not streamed.
+    """
+
+    filename: str
+    content_type: str
+    size: int
+    chunks: Callable[[], AsyncIterator[bytes]]
+    data: bytes | None = None
+
+
+def _normalise_type(content_type: str) -> str:
+    value = content_type.split(";", 1)[0].strip().lower()
+    return "image/jpeg" if value == "image/jpg" else value
+
+
+async def open_source(
+    source: ImageSource,
+    *,
+    filename: str | None = None,
+    content_type: str | None = None,
+    max_bytes: int,
+    storage_options: dict[str, Any] | None = None,
+) -> OpenedSource:
+    """Inspect `source` without reading it whole: type from the first bytes, size, a re-openable stream.
+
+    Raises:
+        InvalidRequest: not JPEG/PNG/GIF/WebP, empty, larger than `max_bytes`, a declared type that differs
+            from the bytes, or a source that cannot be read.
+    """
+    data: bytes | None
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        size, head, name = len(data), data[:16], None
+    else:
+        opener, size, name, head, data = await asyncio.to_thread(_inspect, source, storage_options or {})
+    chunks = _bytes_chunks(data) if data is not None else _file_chunks(opener)
+    if size <= 0:
+        raise InvalidRequest("source is empty", field="source")
+    sniffed = sniff_image_type(head)
+    if sniffed is None:
+        raise InvalidRequest(
+            "source is not a JPEG, PNG, GIF or WebP image (checked from its bytes)", field="source"
+        )
+    if content_type is not None and _normalise_type(content_type) != sniffed:
+        raise InvalidRequest(
+            f"content_type {content_type!r} does not match the bytes ({sniffed})", field="content_type"
+        )
+    if size > max_bytes:
+        raise InvalidRequest(
+            f"source is {size} bytes, over the {max_bytes}-byte upload limit", field="source"
+        )
+    return OpenedSource(
+        filename=filename or name or f"image.{_EXTENSIONS[sniffed]}",
+        content_type=sniffed,
+        size=size,
+        chunks=chunks,
+        data=data if data is not None and size <= CHUNK_SIZE else None,
+    )
+
+
+def _inspect(
+    source: str | os.PathLike[str], storage_options: dict[str, Any]
+) -> tuple[Callable[[], IO[bytes]], int, str, bytes, bytes | None]:
+    """(opener, size, name, first bytes, whole content if the file is small) in one thread hop."""
+    opener, size, name = _describe(source, storage_options)
+    if not 0 < size <= SMALL_FILE_BYTES:
+        return opener, size, name, _read_head(opener), None
+    with opener() as handle:
+        data = handle.read(size + 1)
+    if len(data) != size:  # changed since it was measured: stream it, as a large file is
+        return opener, size, name, data[:16], None
+    return opener, size, name, data[:16], data
+
+
+def _describe(
+    source: str | os.PathLike[str], storage_options: dict[str, Any]
+) -> tuple[Callable[[], IO[bytes]], int, str]:
+    text = os.fspath(source)
+    try:
+        if "://" in text:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(text, **storage_options)
+            size = int(fs.size(path))
+
+            def open_remote() -> IO[bytes]:
+                handle: Any = fs.open(path, "rb")
+                return handle  # type: ignore[no-any-return]
+
+            return open_remote, size, os.path.basename(path.rstrip("/"))
+        size = os.stat(text).st_size
+    except (OSError, ValueError, ImportError) as exc:
+        raise InvalidRequest(
+            f"cannot read source {text[:200]!r}: {type(exc).__name__}", field="source"
+        ) from None
+    return (lambda: open(text, "rb")), size, os.path.basename(text)
+
+
+def _read_head(opener: Callable[[], IO[bytes]]) -> bytes:
+    with opener() as handle:
+        return handle.read(16)
+
+
+def _bytes_chunks(data: bytes) -> Callable[[], AsyncIterator[bytes]]:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), CHUNK_SIZE):
+            yield data[start : start + CHUNK_SIZE]
+
+    return chunks
+
+
+def _file_chunks(opener: Callable[[], IO[bytes]]) -> Callable[[], AsyncIterator[bytes]]:
+    async def chunks() -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(opener)
+        try:
+            while block := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+                yield block
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    return chunks
