@@ -4,7 +4,7 @@ A batch runs its edits in a few task runs ("Edit cat.png and 24 more") on one cl
 all within the batch's `max_concurrency`. A task run per edit costs ~12 ms of
 CPU here and ~40 ms in Prefect's API server (bench/), more than the edit itself; so by default a batch has at
 most 8 task runs of up to 100 edits each (`edits_per_task` sets it; 1 gives a task run per edit). Every edit
-still shows in the run's table artifact and its logs. What one edit does is in `prefect_stablestudio.flows.batch`.
+still shows in the run's table artifact and its logs. What one edit does is in `flows/batch.py`.
 
 The wallet is passed by block name: a Block-typed parameter breaks runs started from the UI (Prefect #14393).
 """
@@ -30,9 +30,14 @@ from pydantic import Field
 
 from prefect_stablestudio.blocks.budget import RUN_FLOAT, current_flow_run_id, release_run_budget
 from prefect_stablestudio.flows import steps
-from prefect_stablestudio.flows.artifacts import BatchProgress, artifact_key, edit_artifact, run_table_artifact, summary_artifact
+from prefect_stablestudio.flows.artifacts import (
+    BatchProgress,
+    artifact_key,
+    edit_artifact,
+    run_table_artifact,
+    summary_artifact,
+)
 from prefect_stablestudio.flows.batch import EditBatch
-from prefect_stablestudio.flows.heap import frozen_heap
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
 from prefect_stablestudio.flows.storage import StorageOptions
@@ -115,7 +120,7 @@ async def edit_chunk(
 ) -> State[None] | None:
     """Run the edits of one chunk at once (within the batch's gate, on its client); Failed if any failed.
 
-    Each edit retries its own transient failures (`prefect_stablestudio.flows.batch`); this task run is not retried, so a
+    Each edit retries its own transient failures (`flows/batch.py`); this task run is not retried, so a
     failure here never repeats the chunk's finished edits.
     """
     steps.STEP_LOG_LEVEL.set(batch.step_log_level)
@@ -189,24 +194,22 @@ async def _run_batch(
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    # The collector keeps off what was alive before the batch: a full collection walks it all (prefect_stablestudio.flows.heap).
-    with frozen_heap():
-        async with steps.shared_client(wallet) as open_client:
-            shared = _Shared(
-                prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
-                progress=progress, prefix=prefix,
-                artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
-                outcomes=[None] * len(items),
+    async with steps.shared_client(wallet) as open_client:
+        shared = _Shared(
+            prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
+            progress=progress, prefix=prefix,
+            artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
+            outcomes=[None] * len(items),
+        )
+        # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
+        runs = [
+            edit_chunk(
+                cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
+                _label([item for _, item in chunk]), return_state=True,
             )
-            # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
-            runs = [
-                edit_chunk(
-                    cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
-                    _label([item for _, item in chunk]), return_state=True,
-                )
-                for chunk in chunks
-            ]
-            states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
+            for chunk in chunks
+        ]
+        states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
     outcomes: list[EditOutcome] = []
     for index, item in enumerate(items):
         outcome = shared.outcomes[index]
