@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     # SQLite), so it is off unless the user set it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect waits 20 s for an ephemeral API, about what a first run's database migration takes alone: on a
-    # busy machine `demo` and `edit` failed there. The CLI is its own process, so the longer wait is ours to set.
+    # busy machine `demo` and `edit` failed there. The CLI is its own process: the longer wait is ours to set.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     try:
         app(args=argv, prog_name="prefect-stablestudio", standalone_mode=True)
