@@ -186,8 +186,9 @@ class PaymentFlow:
                 if delay is not None and response.status_code == 429:
                     await asyncio.sleep(min(delay, 10.0))
                 continue
-            if response.status_code == 400:
-                # Validated before verify and settle (the router and the simulator alike): nothing moved.
+            if response.status_code == 400 and not is_resend and _has_issues(response):
+                # A schema refusal of the first delivery: the router and the simulator validate before
+                # verify and settle, so nothing moved. (On a re-send an earlier delivery may have settled.)
                 await self.hooks.after_outcome(
                     payment, PaymentOutcome(status="rejected", reason="invalid_request")
                 )
@@ -319,6 +320,12 @@ def invalid_request_from(response: httpx.Response, *, signed: bool) -> InvalidRe
     detail = "; ".join(described) or excerpt(response, 200)
     moved = "the signed payment was not settled, no money moved" if signed else "nothing was paid"
     return InvalidRequest(f"server refused the request body ({moved}): {detail}", field=field, issues=issues)
+
+
+def _has_issues(response: httpx.Response) -> bool:
+    """True for a validation refusal (a body with an `issues` list), not an undecodable payment header."""
+    data = _json_or_none(response)
+    return isinstance(data, dict) and isinstance(data.get("issues"), list)
 
 
 def _refusal_reason(response: httpx.Response) -> str:
