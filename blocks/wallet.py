@@ -130,6 +130,14 @@ class StableStudioWallet(CredentialsBlock):
         title="Tempo RPC URL",
         description="RPC asked for chain id and gas before signing an MPP charge; empty: Tempo mainnet's.",
     )
+    allow_implausible_prices: bool = Field(
+        default=False,
+        title="Allow implausible prices",
+        description=(
+            "Sign quotes more than 50% above a route's published price (the per-call cap still applies). "
+            "Off by default: such a quote is refused before signing."
+        ),
+    )
     max_usd_per_call: Decimal = _usd_field(
         Decimal("0.50"), "Cap per call (USD)", "Largest single payment, in USD."
     )
@@ -194,6 +202,7 @@ class StableStudioWallet(CredentialsBlock):
             mpp_currencies=frozenset(self.mpp_currencies),
             mpp_chain_ids=frozenset(self.mpp_chain_ids),
             mpp_recipients=None if not self.mpp_recipients else frozenset(self.mpp_recipients),
+            allow_implausible_prices=self.allow_implausible_prices,
         )
 
     def caps(self) -> dict[CapName, int | None]:

@@ -14,13 +14,18 @@ from eth_account.signers.local import LocalAccount
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Serve `app` on a free loopback port; yield its base URL once it accepts connections."""
+def serve_in_thread(app: Any, *, date_header: bool = True) -> Iterator[str]:
+    """Serve `app` on a free loopback port; yield its base URL once it accepts connections.
+
+    `date_header=False` leaves the `Date` header to the app (a test that plays a server with another clock).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1, date_header=date_header
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     ready = threading.Event()
@@ -58,9 +63,9 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 @pytest.fixture
 def serve_app() -> Iterator[Callable[[Any], str]]:
-    """Factory: `serve_app(app)` -> base URL; every server stops when the test ends."""
+    """Factory: `serve_app(app, **options)` -> base URL; every server stops when the test ends."""
     with contextlib.ExitStack() as stack:
-        yield lambda app: stack.enter_context(serve_in_thread(app))
+        yield lambda app, **options: stack.enter_context(serve_in_thread(app, **options))
 
 
 @pytest.fixture

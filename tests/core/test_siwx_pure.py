@@ -9,8 +9,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from prefect_stablestudio.client import ProtocolError, UntrustedChallenge
+from prefect_stablestudio.client.server_values import check_challenge_origin
 from prefect_stablestudio.client.siwx import (
-    check_challenge_origin,
     client_nonce_info,
     eip4361_message,
     parse_challenge,
@@ -100,7 +100,7 @@ def test_parse_challenge_without_evm_chain_is_refused() -> None:
     [
         {"domain": "evil.example"},
         {"domain": "127.0.0.1:9999"},
-        {"domain": "127.0.0.1"},
+        {"domain": "localhost:8123"},
         {"uri": "https://127.0.0.1:8123/api/jobs/abc"},
         {"uri": "http://evil.example/api/jobs/abc"},
         {"uri": "not a url"},
@@ -113,6 +113,8 @@ def test_challenges_for_another_origin_are_refused(bad: dict[str, str]) -> None:
 
 def test_challenge_for_our_origin_is_accepted() -> None:
     check_challenge_origin(info(uri="http://127.0.0.1:8123/other/path"), URL)
+    # @agentcash/router names the host without its port; the uri still pins the origin.
+    check_challenge_origin(info(domain="127.0.0.1"), URL)
 
 
 def test_client_nonce_info_is_fresh_and_bound_to_the_url() -> None:

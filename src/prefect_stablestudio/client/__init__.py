@@ -33,6 +33,7 @@ from prefect_stablestudio.client.errors import (
     RateLimited,
     StableStudioError,
     UntrustedChallenge,
+    UntrustedServerValue,
     UpstreamError,
 )
 from prefect_stablestudio.client.models import (
@@ -82,6 +83,7 @@ __all__ = [
     "StableStudioError",
     "SubmittedJob",
     "UntrustedChallenge",
+    "UntrustedServerValue",
     "UploadResult",
     "UploadTicket",
     "UpstreamError",

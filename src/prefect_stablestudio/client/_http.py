@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
+import re
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,27 +19,19 @@ from urllib.parse import urlsplit
 import httpx
 
 from prefect_stablestudio.client.errors import InvalidRequest, ProtocolError, RateLimited, UpstreamError
+from prefect_stablestudio.client.server_values import is_loopback_host
 
 __all__ = [
     "BoundedTransport",
     "ClientStats",
     "check_url",
+    "error_code",
     "excerpt",
     "raise_for_status",
+    "refusal_code",
     "retry_after_seconds",
     "tls_context",
 ]
-
-_LOOPBACK_NAMES = {"localhost"}
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @functools.cache
@@ -84,7 +76,7 @@ def check_url(url: str, what: str = "URL") -> str:
     parts = urlsplit(url)
     if not parts.hostname:
         raise InvalidRequest(f"{what} has no host: {url[:200]!r}", field=what)
-    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)):
         return url
     raise InvalidRequest(f"{what} must use https (http only on loopback): {url[:200]!r}", field=what)
 
@@ -114,16 +106,40 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return None
 
 
+_MACHINE_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def refusal_code(data: Any) -> str | None:
+    """The machine code of a JSON error body, read the way the official x402 stack writes it.
+
+    `reason` first (@agentcash/router: `{"error": "<prose>", "reason": "requirements_mismatch"}`), then `code`
+    (`{"code": "route_not_found", "error": "<prose>"}`), then `error` when it is a code rather
+    than prose (`{"error": "siwx_expired"}`) or an object with a code (`{"error": {"code": "forbidden"}}`).
+
+    Example:
+        >>> refusal_code({"error": "Payment rejected (x): text", "reason": "requirements_mismatch"})
+        'requirements_mismatch'
+        >>> refusal_code({"error": "Validation failed"}) is None
+        True
+    """
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if isinstance(err, dict):
+        err = err.get("code")
+    for candidate in (data.get("reason"), data.get("code"), err):
+        if isinstance(candidate, str) and _MACHINE_CODE.match(candidate):
+            return candidate
+    return None
+
+
 def error_code(response: httpx.Response) -> str | None:
-    """The `error` code of a JSON error body (`{"error": "x"}` or `{"error": {"code": "x"}}`)."""
+    """The machine code of a JSON error response (see `refusal_code`), or None."""
     try:
         data: Any = response.json()
     except ValueError:
         return None
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        err = err.get("code")
-    return err if isinstance(err, str) else None
+    return refusal_code(data)
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:

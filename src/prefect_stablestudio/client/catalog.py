@@ -2,9 +2,10 @@
 
 Each model names its fields its own way (``aspect_ratio`` on Flux and Grok, ``aspectRatio`` on Nano Banana,
 Veo and Seedance): each request class sends exactly the model's wire names and accepts the Python spelling
-too. What the research is sure of is checked here; anything else (extra fields, values of fields whose range
-is not known) is passed through for the server's own validation to judge, which costs nothing (a 400 before
-any quote). Prices are never known here: they always come from the live 402 quote.
+too. What the research is sure of is checked here (image URLs, enums, ranges, no nulls are sent); anything
+else is passed through for the server to judge: a 400 before the quote, or on @agentcash/router after the
+signed request and before settlement (no money moves). Prices come from the live 402 quote; `prices.py`
+only bounds what is plausible.
 
 Example:
     >>> from prefect_stablestudio.client.catalog import build_request, catalog_entry
@@ -27,6 +28,7 @@ from prefect_stablestudio.client.errors import InvalidRequest
 from prefect_stablestudio.client.models import (
     AspectRatio,
     EditRequest,
+    ImageUrl,
     OutputFormat,
     Resolution,
     invalid_from,
@@ -135,7 +137,7 @@ class Flux2MaxEdit(Flux2MaxGenerate):
     """Flux 2 Max edit (``flux-2-max/edit``): 1-8 image URLs from `upload`."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1, max_length=8)
+    images: tuple[ImageUrl, ...] = Field(min_length=1, max_length=8)
 
 
 class NanoBananaProGenerate(GenerationRequest):
@@ -152,7 +154,7 @@ class NanoBananaProEdit(NanoBananaProGenerate):
     """Nano Banana Pro edit (``nano-banana-pro/edit``): up to 14 image URLs."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1, max_length=14)
+    images: tuple[ImageUrl, ...] = Field(min_length=1, max_length=14)
 
 
 class NanoBananaGenerate(GenerationRequest):
@@ -171,7 +173,7 @@ class NanoBananaEdit(NanoBananaGenerate):
     """Nano Banana edit (``nano-banana/edit``): image URLs from `upload` (the limit is not documented)."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1)
+    images: tuple[ImageUrl, ...] = Field(min_length=1)
 
 
 GptQuality = Literal["low", "medium", "high"]
@@ -193,7 +195,7 @@ class GptImage2Edit(GptImage2Generate):
     """GPT Image 2 edit (``gpt-image-2/edit``)."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1)
+    images: tuple[ImageUrl, ...] = Field(min_length=1)
 
 
 class GptImage15Generate(GenerationRequest):
@@ -210,7 +212,7 @@ class GptImage15Edit(GptImage15Generate):
     """GPT Image 1.5 edit (``gpt-image-1.5/edit``)."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1)
+    images: tuple[ImageUrl, ...] = Field(min_length=1)
 
 
 class GrokGenerate(GenerationRequest):
@@ -226,7 +228,7 @@ class GrokEdit(GrokGenerate):
     """Grok edit (``grok/edit``)."""
 
     OPERATION = "edit"
-    images: tuple[str, ...] = Field(min_length=1)
+    images: tuple[ImageUrl, ...] = Field(min_length=1)
 
 
 # -- videos ------------------------------------------------------------------------------------------
@@ -242,8 +244,8 @@ class Veo31Generate(GenerationRequest):
 
     duration_seconds: Literal["4", "6", "8"] | None = Field(default=None, alias="durationSeconds")
     aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
-    image: str | None = None
-    last_frame: str | None = Field(default=None, alias="lastFrame")
+    image: ImageUrl | None = None
+    last_frame: ImageUrl | None = Field(default=None, alias="lastFrame")
 
 
 class SeedanceT2V(GenerationRequest):
@@ -264,7 +266,7 @@ class SeedanceI2V(SeedanceT2V):
 
     OPERATION = "i2v"
 
-    urls: tuple[str, ...] = Field(min_length=1)
+    urls: tuple[ImageUrl, ...] = Field(min_length=1)
     url_media_types: tuple[str, ...] | None = Field(default=None, alias="urlMediaTypes")
     mode: str | None = None
 
@@ -287,7 +289,7 @@ class Wan26I2V(GenerationRequest):
     OPERATION = "i2v"
     MEDIA = "video"
 
-    image: str = Field(min_length=1)
+    image: ImageUrl = Field(min_length=1)
     duration: Literal[5, 10, 15] | None = None
     resolution: str | None = None
 

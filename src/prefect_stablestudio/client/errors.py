@@ -31,6 +31,7 @@ __all__ = [
     "RateLimited",
     "StableStudioError",
     "UntrustedChallenge",
+    "UntrustedServerValue",
     "UpstreamError",
 ]
 
@@ -82,10 +83,16 @@ class BudgetExceeded(PolicyRefused):
 
 
 class UntrustedChallenge(PolicyRefused):
-    """A SIWX challenge names another origin than the one we called: signing it could log us in elsewhere."""
+    """A SIWX challenge we refuse to sign: it names another origin than the one we called (signing it could
+    log us in elsewhere), or a field breaks the EIP-4361 grammar (it could add lines to the signed text).
 
-    def __init__(self, message: str) -> None:
+    Attributes:
+        field: the challenge field refused (e.g. "domain", "nonce"), when one is to blame.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message, reason="untrusted_challenge")
+        self.field = field
 
 
 class PaymentRejected(StableStudioError):
@@ -198,3 +205,16 @@ class RateLimited(UpstreamError):
 
 class ProtocolError(StableStudioError):
     """The server broke the wire protocol (undecodable header, malformed JSON, a forbidden redirect)."""
+
+
+class UntrustedServerValue(ProtocolError):
+    """A value the server sent is not safe to use (a job id with path characters, a result URL on another
+    scheme, a malformed upload ticket). Nothing was signed on the strength of it.
+
+    Attributes:
+        field: the server's field that was refused (e.g. "jobId", "imageUrl", "clientToken").
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

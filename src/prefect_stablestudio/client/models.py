@@ -9,19 +9,31 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from prefect_stablestudio.client.errors import InvalidRequest
 from prefect_stablestudio.client.payment import Payment, Settlement
+from prefect_stablestudio.client.server_values import check_upload_ticket
 
 __all__ = [
     "AspectRatio",
     "BlobInfo",
     "EditRequest",
+    "ImageUrl",
     "Job",
     "JobResult",
     "JobStatus",
@@ -30,12 +42,41 @@ __all__ = [
     "SubmittedJob",
     "UploadResult",
     "UploadTicket",
+    "check_image_url",
 ]
 
 AspectRatio = Literal["1:1", "16:9", "9:16", "3:2", "2:3", "4:5", "5:4", "4:3", "3:4"]
 Resolution = Literal["0.5 MP", "1 MP", "2 MP"]
 OutputFormat = Literal["webp", "jpg", "png"]
 JobStatus = Literal["pending", "loading", "complete", "failed"]
+MAX_IMAGE_URL_CHARS = 2048
+
+
+def check_image_url(url: str) -> str:
+    """An input image reference as the server's schema wants it: an absolute http(s) URL with a host.
+
+    Checked locally so that a request the server would refuse is never signed (@agentcash/router validates
+    the body only after the signed payment arrives).
+
+    Example:
+        >>> check_image_url("not-a-url")
+        Traceback (most recent call last):
+        ...
+        ValueError: expected an http(s) URL of an uploaded image, got 'not-a-url'
+    """
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or len(url) > MAX_IMAGE_URL_CHARS
+        or any(c.isspace() or ord(c) < 0x20 for c in url)
+    ):
+        raise ValueError(f"expected an http(s) URL of an uploaded image, got {url[:80]!r}")
+    return url
+
+
+ImageUrl = Annotated[str, AfterValidator(check_image_url)]
+"""An image URL field (checked by `check_image_url`)."""
 
 
 def invalid_from(exc: ValidationError, what: str) -> InvalidRequest:
@@ -63,7 +104,7 @@ class EditRequest(BaseModel):
     MEDIA: ClassVar[Literal["image", "video"]] = "image"
 
     prompt: str = Field(min_length=1, max_length=10_000)
-    images: tuple[str, ...] = Field(min_length=1, max_length=8)
+    images: tuple[ImageUrl, ...] = Field(min_length=1, max_length=8)
     aspect_ratio: AspectRatio = "1:1"
     resolution: Resolution = "1 MP"
     output_format: OutputFormat = "webp"
@@ -146,16 +187,21 @@ class JobResultUrls(BaseModel):
 
 
 class Job(BaseModel):
-    """A job record from `GET /api/jobs/{id}`."""
+    """A job record from `GET /api/jobs/{id}`.
+
+    No public sample shows a whole record, so it is read tolerantly: the id as `jobId` or `id`; a `status`
+    outside `JobStatus` is kept as sent (the poller treats it as still running); `error` of any JSON shape
+    (read it as text with `error_message`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
-    job_id: str = Field(alias="jobId")
+    job_id: str = Field(validation_alias=AliasChoices("jobId", "id", "job_id"), serialization_alias="jobId")
     type: str | None = None
-    status: JobStatus
+    status: str
     progress: float | None = None
     result: JobResultUrls | None = None
-    error: str | None = None
+    error: Any = None
     input: Any = None
     created_at: datetime | None = Field(default=None, alias="createdAt")
     updated_at: datetime | None = Field(default=None, alias="updatedAt")
@@ -164,6 +210,22 @@ class Job(BaseModel):
     def done(self) -> bool:
         """True once the job is complete or failed."""
         return self.status in ("complete", "failed")
+
+    @property
+    def known_status(self) -> bool:
+        """True when `status` is one of `JobStatus` (others are read as "still running")."""
+        return self.status in ("pending", "loading", "complete", "failed")
+
+    @property
+    def error_message(self) -> str | None:
+        """The server's `error` as text, whatever its JSON shape (a string, `{"message": ...}`, a list)."""
+        if self.error is None or self.error == "":
+            return None
+        if isinstance(self.error, str):
+            return self.error
+        if isinstance(self.error, dict) and isinstance(self.error.get("message"), str):
+            return str(self.error["message"])
+        return json.dumps(self.error, default=str)[:1000]
 
     @property
     def server_seconds(self) -> float | None:
@@ -198,7 +260,27 @@ class UploadTicket(BaseModel):
     upload_id: str = Field(alias="uploadId")
     client_token: str = Field(alias="clientToken", repr=False)
     pathname: str
-    expires_at: datetime = Field(alias="expiresAt")
+    expires_at: datetime | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="When the ticket expires: `expiresAt` when it is an RFC 3339 time, else the client "
+        "token's own `validUntil` (see `server_values.check_upload_ticket`), else None (not known).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, data: Any) -> Any:
+        """Check the ticket's fields (`check_upload_ticket`) and settle its expiry before anything uses it."""
+        if not isinstance(data, dict):
+            return data
+        declared = data.get("expiresAt", data.get("expires_at"))
+        expiry = check_upload_ticket(
+            data.get("uploadId", data.get("upload_id")),
+            data.get("clientToken", data.get("client_token")),
+            data.get("pathname"),
+            declared.isoformat() if isinstance(declared, datetime) else declared,
+        )
+        return {**data, "expiresAt": expiry, "expires_at": expiry}
 
 
 class BlobInfo(BaseModel):

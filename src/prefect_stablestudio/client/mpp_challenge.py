@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_stablestudio.client.errors import PolicyRefused, ProtocolError
+from prefect_stablestudio.client.errors import PolicyRefused, ProtocolError, UntrustedServerValue
 from prefect_stablestudio.client.money import format_usd
 from prefect_stablestudio.client.payment import Settlement
 from prefect_stablestudio.client.policy import WalletPolicy
+from prefect_stablestudio.client.server_values import check_mpp_challenge
 
 if TYPE_CHECKING:
     from prefect_stablestudio.client.payment import Payment
@@ -32,7 +33,6 @@ __all__ = ["MppOffer", "check_offer", "choose_offer", "decode_receipt", "parse_o
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _ZERO_ADDRESS = "0x" + "0" * 40
-_DIGITS = re.compile(r"^[0-9]{1,78}$")
 
 
 class MppOffer(BaseModel):
@@ -76,11 +76,11 @@ def _offer(text: str) -> MppOffer | None:
     if challenge.method != "tempo" or challenge.intent != "charge":
         return None
     request = challenge.request
-    amount, currency, recipient = (request.get(k) for k in ("amount", "currency", "recipient"))
-    if not isinstance(amount, str) or not _DIGITS.match(amount):
-        return None
-    if not isinstance(currency, str) or not isinstance(recipient, str):
-        return None
+    try:
+        check_mpp_challenge(challenge.id, challenge.realm, challenge.expires, request)
+    except UntrustedServerValue:
+        return None  # a malformed challenge is skipped, never paid
+    amount, currency, recipient = (str(request[k]) for k in ("amount", "currency", "recipient"))
     details = request.get("methodDetails")
     details = details if isinstance(details, dict) else {}
     chain = details.get("chainId")

@@ -29,10 +29,18 @@ from prefect_stablestudio.client.mpp import check_rpc, choose_quote, sign_charge
 from prefect_stablestudio.client.mpp_challenge import decode_receipt
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
 from prefect_stablestudio.client.policy import WalletPolicy
+from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.session import Session
 from prefect_stablestudio.client.x402 import decode_settlement, payment_identifier_for, sign_payment
 
-__all__ = ["FindExisting", "PaidResponse", "PaymentFlow"]
+__all__ = [
+    "REPLAYED_AUTHORIZATION_CODES",
+    "FindExisting",
+    "PaidResponse",
+    "PaymentFlow",
+    "invalid_request_from",
+    "is_replay_code",
+]
 
 # Looks for what a payment bought when its reply was lost; returns the reply-shaped JSON, or None.
 FindExisting = Callable[[Payment, Any], Awaitable[dict[str, Any] | None]]
@@ -83,8 +91,10 @@ class PaymentFlow:
         """POST `body` to a paid route and pay for it (or re-send `payment`, never signing again).
 
         Raises:
-            InvalidRequest: the server refused the body (nothing paid), or `payment` is for another call.
-            PolicyRefused: the policy or `before_signing` refused (nothing signed).
+            InvalidRequest: the server refused the body (before or after signing: no money moved), or
+                `payment` is for another call.
+            PolicyRefused: the policy or `before_signing` refused (nothing signed); among the reasons,
+                `implausible_price` for a quote far above the route's published price.
             PaymentRejected: the server refused the payment (no money moved).
             PaymentOutcomeUnknown: money may have moved; carries the payment.
         """
@@ -99,6 +109,9 @@ class PaymentFlow:
         if response.is_success:
             return PaidResponse(data=_json(response), payment=None, settlement=None)
         quote = choose_quote(response, self.policy, url, body_sha256)
+        refusal = self.policy.check_plausible_price(quote.amount, published_max_price(path))
+        if refusal is not None:
+            raise PolicyRefused(f"refused to sign: {refusal[1]}", reason=refusal[0])
         if quote.mpp is not None:
             await check_rpc(quote.mpp, self.tempo_rpc_url)
         await self.hooks.before_signing(quote)
@@ -135,12 +148,7 @@ class PaymentFlow:
     async def _unpaid(self, kind: str, url: str, content: bytes) -> httpx.Response:
         response = await self.session.send(kind, "POST", url, content=content)
         if response.status_code == 400:
-            data = _json_or_none(response)
-            issues = data.get("issues") if isinstance(data, dict) else None
-            raise InvalidRequest(
-                f"server refused the request: {excerpt(response)}",
-                issues=issues if isinstance(issues, list) else None,
-            )
+            raise invalid_request_from(response, signed=False)
         if response.status_code != 402:
             raise_for_status(response, f"POST {url}")
         return response
@@ -178,8 +186,15 @@ class PaymentFlow:
                 if delay is not None and response.status_code == 429:
                     await asyncio.sleep(min(delay, 10.0))
                 continue
+            if response.status_code == 400 and not is_resend and _has_issues(response):
+                # A schema refusal of the first delivery: the router and the simulator validate before
+                # verify and settle, so nothing moved. (On a re-send an earlier delivery may have settled.)
+                await self.hooks.after_outcome(
+                    payment, PaymentOutcome(status="rejected", reason="invalid_request")
+                )
+                raise invalid_request_from(response, signed=True)
             reason = _refusal_reason(response)
-            if is_resend or reason.endswith("nonce_used"):
+            if is_resend or is_replay_code(reason):
                 # The money may have moved on an earlier send whose reply we lost: find what it bought.
                 return await self._resume(payment, body, find, f"re-sent payment answered {reason!r}")
             await self.hooks.after_outcome(payment, PaymentOutcome(status="rejected", reason=reason))
@@ -266,6 +281,51 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+REPLAYED_AUTHORIZATION_CODES = frozenset(
+    {
+        "invalid_exact_evm_nonce_already_used",  # the official @x402 facilitator (and @agentcash/router)
+        "invalid_exact_evm_payload_authorization_nonce_used",  # the simulator's older spelling
+    }
+)
+
+
+def is_replay_code(reason: str) -> bool:
+    """True when a refusal says this authorization was already used: the money may have moved before.
+
+    Example:
+        >>> is_replay_code("invalid_exact_evm_nonce_already_used")
+        True
+    """
+    return reason in REPLAYED_AUTHORIZATION_CODES or reason.endswith(("nonce_used", "nonce_already_used"))
+
+
+def invalid_request_from(response: httpx.Response, *, signed: bool) -> InvalidRequest:
+    """The server's 400 as `InvalidRequest`, with its issues (zod's `{path, message, code}` shape).
+
+    Reads the simulator's `{"error": "validation_error", "issues": [...]}` and @agentcash/router's
+    `{"success": false, "error": "Validation failed", "issues": [...]}` alike.
+    """
+    data = _json_or_none(response)
+    raw = data.get("issues") if isinstance(data, dict) else None
+    issues = [i for i in raw if isinstance(i, dict)] if isinstance(raw, list) else []
+    described = []
+    for issue in issues[:5]:
+        path = issue.get("path")
+        where = ".".join(str(p) for p in path) if isinstance(path, list) and path else "body"
+        described.append(f"{where}: {str(issue.get('message', issue.get('code', 'invalid')))[:200]}")
+    first_path = issues[0].get("path") if issues else None
+    field = ".".join(str(p) for p in first_path) if isinstance(first_path, list) and first_path else None
+    detail = "; ".join(described) or excerpt(response, 200)
+    moved = "the signed payment was not settled, no money moved" if signed else "nothing was paid"
+    return InvalidRequest(f"server refused the request body ({moved}): {detail}", field=field, issues=issues)
+
+
+def _has_issues(response: httpx.Response) -> bool:
+    """True for a validation refusal (a body with an `issues` list), not an undecodable payment header."""
+    data = _json_or_none(response)
+    return isinstance(data, dict) and isinstance(data.get("issues"), list)
 
 
 def _refusal_reason(response: httpx.Response) -> str:

@@ -21,6 +21,7 @@ from prefect_stablestudio.client.money import format_usd
 __all__ = [
     "BASE_MAINNET",
     "BASE_USDC",
+    "IMPLAUSIBLE_PRICE_MARGIN_PERCENT",
     "TEMPO_MAINNET_CHAIN_ID",
     "TEMPO_USDC_E",
     "AssetInfo",
@@ -33,6 +34,11 @@ TEMPO_MAINNET_CHAIN_ID = 4217
 # USDC.e on Tempo mainnet: the token Merit's own MPP client accepts. The live challenge names the currency.
 TEMPO_USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
 PaymentMethod = Literal["x402", "mpp", "auto"]
+IMPLAUSIBLE_PRICE_MARGIN_PERCENT = 50
+"""How far above a route's published price ceiling a quote may go before it is refused as implausible.
+
+Wide enough for prices that drift between sources (flux-2-pro/generate went from $0.06 to $0.04), narrow
+enough that the router's `maxPrice` quote ($10 for an edit whose body it could not read) is never signed."""
 
 
 class AssetInfo(BaseModel):
@@ -93,6 +99,13 @@ class WalletPolicy(BaseModel):
     mpp_recipients: frozenset[str] | None = Field(
         default=None, description="MPP recipients we pay; None allows any valid non-zero address."
     )
+    allow_implausible_prices: bool = Field(
+        default=False,
+        description=(
+            "Sign quotes more than IMPLAUSIBLE_PRICE_MARGIN_PERCENT above a route's published price "
+            "(the per-call cap still applies). Off: such quotes are refused with reason implausible_price."
+        ),
+    )
 
     @field_validator("allowed_pay_to", "mpp_recipients")
     @classmethod
@@ -103,6 +116,29 @@ class WalletPolicy(BaseModel):
     @classmethod
     def _lower_currencies(cls, value: frozenset[str]) -> frozenset[str]:
         return frozenset(v.lower() for v in value)
+
+    def check_plausible_price(self, amount: int, published_max: int | None) -> tuple[str, str] | None:
+        """Refuse a quote far above the route's published price, whatever the per-call cap.
+
+        A quote is implausible when it is more than `IMPLAUSIBLE_PRICE_MARGIN_PERCENT` (50 %) above
+        `published_max` (see `prices.published_max_price`). Unknown routes (`published_max` None) and a
+        policy with `allow_implausible_prices` keep the per-call cap alone. Returns None when acceptable,
+        else (reason, message) with reason "implausible_price".
+
+        Example:
+            >>> WalletPolicy(max_amount_per_call=20_000_000).check_plausible_price(10_000_000, 60_000)[0]
+            'implausible_price'
+        """
+        if self.allow_implausible_prices or published_max is None:
+            return None
+        ceiling = published_max * (100 + IMPLAUSIBLE_PRICE_MARGIN_PERCENT) // 100
+        if amount <= ceiling:
+            return None
+        return "implausible_price", (
+            f"amount {format_usd(amount)} is implausible for this route (published at most "
+            f"{format_usd(published_max)}; refused above {format_usd(ceiling)} unless the wallet allows "
+            "implausible prices)"
+        )
 
     def asset_for(self, network: str, address: str) -> AssetInfo | None:
         """The allowed asset named by (network, address), if any."""

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -13,11 +15,11 @@ import httpx
 from prefect_stablestudio.client._http import ClientStats, refuse_redirect
 from prefect_stablestudio.client.encoding import canonical_json, decode_b64_json
 from prefect_stablestudio.client.errors import AuthenticationFailed, PolicyRefused, ProtocolError
+from prefect_stablestudio.client.server_values import check_siwx_challenge
 from prefect_stablestudio.client.signer import Signer
 from prefect_stablestudio.client.siwx import (
     SIWX_HEADER,
     SiwxChallenge,
-    check_challenge_origin,
     client_nonce_info,
     encode_proof,
     parse_challenge,
@@ -49,6 +51,29 @@ class Session:
             "challenge" if siwx_mode == "challenge" else "client_nonce"
         )
         self.stats = stats
+        # The server's clock minus ours, from the last `Date` header: client-chosen SIWX proofs are stamped
+        # with the server's time, so a skewed local clock cannot make them "issued in the future" or expired.
+        self.clock_offset = timedelta(0)
+
+    def server_now(self) -> datetime:
+        """Our best estimate of the server's clock (local time when no `Date` header was seen yet).
+
+        `Date` has whole seconds and names the second the reply was made, so the estimate is at or a little
+        before the server's true time: a proof stamped with it is never issued in the server's future.
+        """
+        return datetime.now(UTC) + self.clock_offset
+
+    def _note_server_clock(self, response: httpx.Response) -> None:
+        value = response.headers.get("date")
+        if not value:
+            return
+        try:
+            stamp = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return  # a malformed Date teaches nothing
+        if stamp.tzinfo is None:
+            return
+        self.clock_offset = stamp - datetime.now(UTC)
 
     def url(self, path: str, params: dict[str, Any] | None = None) -> str:
         """Absolute URL on the API origin."""
@@ -77,6 +102,7 @@ class Session:
             raise RuntimeError("client is closed")
         self.stats.requests[kind] += 1
         response = await self.http.request(method, url, content=content, headers=all_headers)
+        self._note_server_clock(response)
         refuse_redirect(response, f"{method} {url}")
         return response
 
@@ -95,7 +121,8 @@ class Session:
 
         Raises:
             AuthenticationFailed: the server refused our proof.
-            UntrustedChallenge: the challenge names another origin.
+            UntrustedChallenge: the challenge names another origin or breaks the EIP-4361 grammar (nothing
+                is signed).
             PolicyRefused: the route asked for a payment.
         """
         url = self.url(path, params)
@@ -107,7 +134,7 @@ class Session:
 
         challenge: SiwxChallenge | None = None
         if self.siwx_in_use == "client_nonce":
-            response = await attempt(self._sign(client_nonce_info(url)))
+            response = await attempt(self._sign(client_nonce_info(url, now=self.server_now())))
             if response.status_code != 402:
                 return response
             refusal = self._siwx_402(response)
@@ -116,6 +143,8 @@ class Session:
                     f"server refused a client-nonce SIWX proof: {refusal.get('error')}",
                     reason=str(refusal.get("error")),
                 )
+            # The server may send a fresh challenge with its refusal; @agentcash/router does not, and then
+            # one plain request below fetches one.
             challenge = parse_challenge(refusal)
             self.siwx_in_use = "challenge"
         if challenge is None:
@@ -126,7 +155,7 @@ class Session:
             if challenge is None:
                 raise AuthenticationFailed("402 without a sign-in-with-x challenge", reason="no_challenge")
         self.stats.siwx_challenges += 1
-        check_challenge_origin(challenge.info, url)
+        check_siwx_challenge(challenge.info, url, challenge.chain_id)
         response = await attempt(self._sign(challenge.info, challenge.chain_id))
         if response.status_code == 402:
             refusal = self._siwx_402(response)

@@ -1,7 +1,8 @@
 """Sign-In-With-X (CAIP-122 / EIP-4361 over EIP-191), the pure part: parse, check, format, sign, encode.
 
-Two ways to get a proof: sign the server's challenge (after checking it names the origin we called), or make a
-proof with a fresh random nonce of our own, which saves a round trip on servers that accept any unused nonce.
+Two ways to get a proof: sign the server's challenge (after `server_values.check_siwx_challenge` checked every
+field and that it names the origin we called), or make a proof with a fresh random nonce of our own, which
+saves a round trip on servers that accept any unused nonce.
 
 Example:
     >>> from prefect_stablestudio.client.siwx import eip4361_message
@@ -25,18 +26,16 @@ from eth_account.signers.local import LocalAccount
 from pydantic import BaseModel, ConfigDict
 
 from prefect_stablestudio.client.encoding import encode_b64_json
-from prefect_stablestudio.client.errors import ProtocolError, UntrustedChallenge
+from prefect_stablestudio.client.errors import ProtocolError
 from prefect_stablestudio.client.signer import Signer, as_signer
 
 __all__ = [
     "SIWX_EXTENSION",
     "SIWX_HEADER",
     "SiwxChallenge",
-    "check_challenge_origin",
     "client_nonce_info",
     "eip4361_message",
     "encode_proof",
-    "origin_of",
     "parse_challenge",
     "sign_proof",
 ]
@@ -73,12 +72,6 @@ class SiwxChallenge(BaseModel):
     type: str = "eip191"
 
 
-def origin_of(url: str) -> str:
-    """scheme://host[:port] of a URL, lower-cased the way browsers compare origins."""
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-
-
 def parse_challenge(payment_required: Mapping[str, Any]) -> SiwxChallenge | None:
     """The SIWX challenge in a decoded 402 (PaymentRequired JSON), or None if it carries none.
 
@@ -107,21 +100,6 @@ def parse_challenge(payment_required: Mapping[str, Any]) -> SiwxChallenge | None
     else:
         raise ProtocolError("sign-in-with-x challenge offers no EVM (eip191) chain")
     return SiwxChallenge(info=dict(info), chain_id=chain)
-
-
-def check_challenge_origin(info: Mapping[str, Any], request_url: str) -> None:
-    """Refuse a challenge whose domain or uri is not the origin we called (it could log us in elsewhere).
-
-    Raises:
-        UntrustedChallenge: domain != host[:port] of `request_url`, or the uri's origin differs.
-    """
-    expected = urlsplit(request_url)
-    domain = str(info.get("domain", ""))
-    uri = str(info.get("uri", ""))
-    if domain.lower() != expected.netloc.lower():
-        raise UntrustedChallenge(f"challenge domain {domain[:80]!r} is not {expected.netloc!r}")
-    if not urlsplit(uri).netloc or origin_of(uri) != origin_of(request_url):
-        raise UntrustedChallenge(f"challenge uri {uri[:120]!r} is not on {origin_of(request_url)}")
 
 
 def eip4361_message(fields: Mapping[str, Any], address: str) -> str:
@@ -161,7 +139,11 @@ def _iso(moment: datetime) -> str:
 
 
 def client_nonce_info(request_url: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """Challenge-shaped info made by the client, with a fresh random nonce, for `request_url`."""
+    """Challenge-shaped info made by the client, with a fresh random nonce, for `request_url`.
+
+    `now` is the issue time; pass the server's clock (`Session.server_now`) so that a wrong local clock
+    does not make the server see a proof issued in its future or already expired.
+    """
     moment = now or datetime.now(UTC)
     # Truncating to milliseconds keeps issuedAt at or before the server's "now".
     return {

@@ -16,7 +16,14 @@ from typing import IO, Any
 
 from prefect_stablestudio.client.errors import InvalidRequest
 
-__all__ = ["ALLOWED_TYPES", "ImageSource", "OpenedSource", "open_source", "sniff_image_type"]
+__all__ = [
+    "ALLOWED_TYPES",
+    "ImageSource",
+    "OpenedSource",
+    "check_upload_filename",
+    "open_source",
+    "sniff_image_type",
+]
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 ALLOWED_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -52,6 +59,35 @@ class OpenedSource:
     size: int
     chunks: Callable[[], AsyncIterator[bytes]]
     data: bytes | None = None
+
+
+MAX_FILENAME_CHARS = 255
+
+
+def check_upload_filename(filename: str) -> str:
+    """An upload file name as the server's schema wants it: 1-255 characters, no slash or backslash, no
+    control characters. Checked before the upload is paid for.
+
+    Raises:
+        InvalidRequest: the name breaks a rule (field "filename").
+
+    Example:
+        >>> check_upload_filename("a/b.png")
+        Traceback (most recent call last):
+        ...
+        prefect_stablestudio.client.errors.InvalidRequest: upload filename must be 1-255 characters ...
+    """
+    if (
+        not 0 < len(filename) <= MAX_FILENAME_CHARS
+        or any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in filename)
+        or filename in (".", "..")
+    ):
+        raise InvalidRequest(
+            "upload filename must be 1-255 characters without slashes or control characters: "
+            f"{filename[:80]!r}",
+            field="filename",
+        )
+    return filename
 
 
 def _normalise_type(content_type: str) -> str:
@@ -96,7 +132,7 @@ async def open_source(
             f"source is {size} bytes, over the {max_bytes}-byte upload limit", field="source"
         )
     return OpenedSource(
-        filename=filename or name or f"image.{_EXTENSIONS[sniffed]}",
+        filename=check_upload_filename(filename or name or f"image.{_EXTENSIONS[sniffed]}"),
         content_type=sniffed,
         size=size,
         chunks=chunks,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ from prefect_stablestudio.client.errors import (
     JobTimeout,
     ProtocolError,
     RateLimited,
+    StableStudioError,
+    UntrustedServerValue,
     UpstreamError,
 )
 from prefect_stablestudio.client.keys import load_signer
@@ -50,6 +53,7 @@ from prefect_stablestudio.client.paying import PaidResponse, PaymentFlow
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
+from prefect_stablestudio.client.server_values import check_job_id, check_result_url
 from prefect_stablestudio.client.session import Session, SiwxMode
 from prefect_stablestudio.client.sources import ImageSource, open_source
 from prefect_stablestudio.client.uploads import upload_opened
@@ -66,7 +70,11 @@ RESUME_SKEW = timedelta(seconds=60)
 RESUME_LIST_LIMIT = 100
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
+logger = logging.getLogger(__name__)
 
+
+NOT_FOUND_GRACE_SECONDS = 10.0
+"""How long after `wait_for_job` starts a 404 (before the job was ever seen) is retried, not final."""
 
 KEEPALIVE_SECONDS = 4.0
 """How long an idle pooled connection is kept: below the 5 s after which common servers close theirs."""
@@ -231,18 +239,41 @@ class StableStudioClient:
         path = f"/api/generate/{quote(model, safe='')}/{quote(operation, safe='')}"
         paid = await self.paid_post(path, body, payment=payment, idempotency_key=idempotency_key)
         data = paid.data if isinstance(paid.data, dict) else {}
-        job_id = data.get("jobId")
-        if not isinstance(job_id, str) or not job_id:
-            raise ProtocolError(f"submit reply has no jobId: {str(paid.data)[:200]}")
+        job_id = await self._job_id_of(data, paid, body)
+        poll_url = data.get("pollUrl")
         return SubmittedJob(
             job_id=job_id,
             type=data.get("type"),
             status=str(data.get("status") or "pending"),
-            poll_url=data.get("pollUrl"),
+            # Never fetched by the client (it polls /api/jobs/{id}); kept only when it is a safe URL.
+            poll_url=poll_url if _is_safe_url(poll_url) else None,
             payment=paid.payment,
             settlement=paid.settlement,
             resumed=paid.resumed,
         )
+
+    async def _job_id_of(self, data: dict[str, Any], paid: PaidResponse, body: Any) -> str:
+        """The job id of a paid submit reply: `jobId`, else `id`, else the one job the payment bought.
+
+        The payment has settled by now and `hooks.after_outcome` recorded it with the reply, so a reply
+        without a usable id is a clear error that says so, never a silent loss.
+        """
+        raw = data.get("jobId", data.get("id"))
+        if raw is None and paid.payment is not None:
+            try:
+                found = await self._find_job_for(paid.payment, body)
+            except (StableStudioError, httpx.HTTPError):
+                found = None
+            raw = found.get("jobId") if found else None
+        paid_note = (
+            f"; the payment {paid.payment.nonce} settled and is recorded" if paid.payment is not None else ""
+        )
+        if raw is None:
+            raise ProtocolError(f"submit reply has no jobId or id{paid_note}: {str(paid.data)[:200]}")
+        try:
+            return check_job_id(raw)
+        except UntrustedServerValue as exc:
+            raise UntrustedServerValue(f"{exc}{paid_note}", field=exc.field) from None
 
     async def submit_edit(
         self, request: EditRequest, *, payment: Payment | None = None, idempotency_key: str | None = None
@@ -298,15 +329,20 @@ class StableStudioClient:
         """One job, authenticated with SIWX (never paid).
 
         Raises:
+            UntrustedServerValue: `job_id` is not an opaque id (it could change the URL's path or query).
             JobNotFound: unknown id, or a job another wallet paid for.
             RateLimited, UpstreamError: the server is struggling; safe to retry.
         """
-        response = await self._siwx("jobs", "GET", f"/api/jobs/{quote(job_id, safe='')}")
+        check_job_id(job_id, "job_id")
+        response = await self._siwx("jobs", "GET", f"/api/jobs/{job_id}")
         if response.status_code == 404:
             raise JobNotFound(job_id)
         raise_for_status(response, f"GET /api/jobs/{job_id}")
         try:
-            return Job.model_validate(response.json())
+            data = response.json()
+            if isinstance(data, dict) and not any(k in data for k in ("jobId", "id", "job_id")):
+                data = {**data, "jobId": job_id}  # a record that does not repeat its own id
+            return Job.model_validate(data)
         except (ValueError, ValidationError):
             raise ProtocolError(f"job reply is malformed: {excerpt(response, 200)}") from None
 
@@ -331,6 +367,7 @@ class StableStudioClient:
         expected_seconds: float = 5.0,
         on_progress: ProgressCallback | None = None,
         rng: random.Random | None = None,
+        not_found_grace: float = NOT_FOUND_GRACE_SECONDS,
     ) -> JobResult:
         """Poll until the job completes: first near `expected_seconds`, then adaptive (see `PollSchedule`).
 
@@ -343,9 +380,15 @@ class StableStudioClient:
             expected_seconds: typical turnaround (Flux 2 Pro edit: ~5 s).
             on_progress: called (sync or async) with every job state seen.
             rng: randomness for jitter (tests pass a seeded one).
+            not_found_grace: seconds during which a 404 before the job was ever seen is retried, not final.
+
+        A status outside pending/loading/complete/failed is read as "still running" until the deadline (and
+        logged once).
 
         Raises:
-            JobFailed: the job failed. JobNotFound: not found or not yours. JobTimeout: deadline passed.
+            JobFailed: the job failed. JobNotFound: not found or not yours (after `not_found_grace`).
+            JobTimeout: deadline passed. UntrustedServerValue: a result URL is not https (http only on
+            loopback) or carries credentials.
         """
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -360,11 +403,17 @@ class StableStudioClient:
         last: Job | None = None
         polls = 0
         predicted: float | None = None
+        unknown_logged = False
         while True:
             await asyncio.sleep(delay)
             polls += 1
             try:
                 job = await self.get_job(job_id)
+            except JobNotFound:
+                # Right after a submit the record may not be readable yet (a public monitor saw 404s there).
+                if last is not None or loop.time() - start >= min(not_found_grace, timeout):
+                    raise
+                delay = schedule.next_delay(elapsed=loop.time() - start, progress=None)
             except RateLimited as exc:
                 delay = schedule.retry_after_delay(elapsed=loop.time() - start, retry_after=exc.retry_after)
             except UpstreamError as exc:
@@ -385,16 +434,14 @@ class StableStudioClient:
                     history.add_finished(
                         elapsed, server_seconds=job.server_seconds, predicted=predicted, first_poll=polls == 1
                     )
-                    urls = job.result
-                    return JobResult(
-                        job_id=job.job_id,
-                        image_url=urls.image_url if urls else None,
-                        video_url=urls.video_url if urls else None,
-                        thumbnail_url=urls.thumbnail_url if urls else None,
-                        job=job,
-                    )
+                    return _job_result(job)
                 if job.status == "failed":
-                    raise JobFailed(job.job_id, job.error, job)
+                    raise JobFailed(job.job_id, job.error_message, job)
+                if not job.known_status and not unknown_logged:
+                    unknown_logged = True
+                    logger.warning(
+                        "job %s has unknown status %r: read as still running", job_id, job.status[:40]
+                    )
                 if job.progress is not None and 0 < job.progress < 100:
                     predicted = elapsed * 100.0 / job.progress
                 delay = schedule.next_delay(elapsed=elapsed, progress=job.progress)
@@ -460,11 +507,33 @@ class StableStudioClient:
         Raises:
             UpstreamError: e.g. 410 when the URL expired.
         """
-        check_url(url, "download URL")
+        check_result_url(url, "download URL")
         session, _ = self._ensure_open()
         self.stats.requests["download"] += 1
         assert session.http is not None
         response = await session.http.get(url, follow_redirects=True)
-        check_url(str(response.url), "download URL")
+        check_result_url(str(response.url), "download URL")
         raise_for_status(response, f"GET {url}")
         return response.content
+
+
+def _is_safe_url(value: object) -> bool:
+    try:
+        check_result_url(value)
+    except UntrustedServerValue:
+        return False
+    return True
+
+
+def _job_result(job: Job) -> JobResult:
+    """A complete job's result, its URLs checked before anyone fetches or shows them."""
+    urls = job.result
+    checked = {
+        name: check_result_url(value, alias) if value is not None else None
+        for name, alias, value in (
+            ("image_url", "imageUrl", urls.image_url if urls else None),
+            ("video_url", "videoUrl", urls.video_url if urls else None),
+            ("thumbnail_url", "thumbnailUrl", urls.thumbnail_url if urls else None),
+        )
+    }
+    return JobResult(job_id=job.job_id, job=job, **checked)

@@ -57,10 +57,11 @@ async def upload_opened(
         if paid.payment is not None:
             payments.append(paid.payment)
         try:
-            ticket = UploadTicket.model_validate(paid.data)
+            ticket = UploadTicket.model_validate(paid.data)  # checks every field (server_values)
         except ValidationError:
             raise ProtocolError("upload ticket reply is malformed") from None
-        if ticket.expires_at.astimezone(UTC) - _TICKET_MARGIN <= datetime.now(UTC):
+        expires = ticket.expires_at
+        if expires is not None and expires.astimezone(UTC) - _TICKET_MARGIN <= datetime.now(UTC):
             continue
         try:
             blob = await _put(flow, opened, ticket, blob_api_url)
