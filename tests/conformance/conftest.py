@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,52 @@ def router_standin() -> Iterator[RouterStandin]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@dataclass(frozen=True)
+class Server:
+    """The simulator or the router stand-in, as the tests that run against both see them."""
+
+    name: str
+    base_url: str
+    blob_api_url: str
+    paid_by: Callable[[str], list[int]]  # atomic amounts a wallet paid, in order
+    nonces_of: Callable[[str], set[str]]  # the EIP-3009 nonces (lower-case hex) of its settled payments
+
+
+# What the simulator is set to when compared with the router: the router's validation order, and an upload
+# size limit equal to the stand-in's (a server-side rule the client cannot know).
+SIMULATOR_AS_ROUTER: dict[str, Any] = {
+    "validation_order": "after_payment",
+    "max_upload_bytes": 8 * 1024 * 1024,
+}
+
+
+@pytest.fixture(params=["simulator", "router"])
+def server(request: pytest.FixtureRequest, make_sim: Callable[..., Any]) -> Server:
+    """Each test that takes it runs twice: against the simulator (router settings) and the router stand-in."""
+    if request.param == "router":
+        standin: RouterStandin = request.getfixturevalue("router_standin")
+
+        def standin_nonces(address: str) -> set[str]:
+            prefix = address.lower() + ":"
+            return {n.removeprefix(prefix) for n in standin.chain()["usedNonces"] if n.startswith(prefix)}
+
+        return Server(
+            "router", standin.base_url, standin.blob_api_url, standin.transfers_from, standin_nonces
+        )
+    sim = make_sim(**SIMULATOR_AS_ROUTER)
+
+    def payments(address: str) -> list[dict[str, Any]]:
+        return [p for p in sim.state()["ledger"]["payments"] if p["payer"].lower() == address.lower()]
+
+    return Server(
+        "simulator",
+        sim.base_url,
+        sim.blob_api_url,
+        lambda address: [int(p["amount"]) for p in payments(address)],
+        lambda address: {str(p["nonce"]).lower() for p in payments(address)},
+    )
 
 
 # The flow test saves a wallet Block the way the Prefect tests do.

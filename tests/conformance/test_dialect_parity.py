@@ -1,51 +1,24 @@
 """The simulator and the router stand-in answer the same probes the same way (issue 20: "the simulator speaks
 the router's dialect"). Each test runs against both; the payments are made by the official x402 Python SDK.
 
-The simulator runs with ``validation_order="after_payment"``, the router's own order, so that the two can be
+The simulator runs with the router's validation order (``SIMULATOR_AS_ROUTER``), so that the two can be
 compared on invalid bodies too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from eth_account import Account
 
-from prefect_stablestudio.simulator import Simulator
 from prefect_stablestudio.simulator.encoding import decode_b64_json
-from tests.conformance.conftest import RouterStandin
+from tests.conformance.conftest import Server
 from tests.simulator.helpers import EDIT_PATH, edit_body, encode_header, sdk_payment, upload_image
 
 UPLOAD_BODY = {"filename": "a.png", "contentType": "image/png"}
-
-
-@dataclass(frozen=True)
-class Server:
-    """One of the two servers, and how to read what a wallet paid on it (atomic amounts)."""
-
-    name: str
-    base_url: str
-    blob_api_url: str
-    paid_by: Callable[[str], list[int]]
-
-
-@pytest.fixture(params=["simulator", "router"])
-async def server(request: pytest.FixtureRequest, make_sim: Callable[..., Simulator]) -> AsyncIterator[Server]:
-    if request.param == "router":
-        standin: RouterStandin = request.getfixturevalue("router_standin")
-        yield Server("router", standin.base_url, standin.blob_api_url, standin.transfers_from)
-        return
-    sim = make_sim(validation_order="after_payment")
-
-    def paid_by(address: str) -> list[int]:
-        payments = sim.state()["ledger"]["payments"]
-        return [int(p["amount"]) for p in payments if p["payer"].lower() == address.lower()]
-
-    yield Server("simulator", sim.base_url, sim.blob_api_url, paid_by)
 
 
 @pytest.fixture
