@@ -11,9 +11,11 @@ OLDEST_PREFECT := 3.8.8
 OLDEST := .venv-oldest
 # A strict editable install links each module of the package one by one (so that mypy sees the mapped
 # flows/ and blocks/): adding or removing a module, which changes these folders, links them again.
+# The conformance suite's stand-in on @agentcash/router (tests/conformance): node deps from its lock file.
+STANDIN := tests/conformance/router-standin
 PACKAGE_DIRS := src/prefect_stablestudio src/prefect_stablestudio/client src/prefect_stablestudio/simulator flows blocks
 
-.PHONY: setup test lint typecheck pytest smoke-oldest demo simulator bench bench-quick bench-scaleout soak screenshots deploy worker serve clean
+.PHONY: standin setup test lint typecheck pytest smoke-oldest demo simulator bench bench-quick bench-scaleout soak screenshots deploy worker serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +39,13 @@ lint: $(LINKS)
 typecheck: $(LINKS)
 	$(BIN)/python scripts/typecheck.py
 
-pytest: $(LINKS)
+## npm ci (never npm install): the exact versions of the lock file; .npmrc there sets legacy-peer-deps.
+$(STANDIN)/node_modules/.package-lock.json: $(STANDIN)/package-lock.json $(STANDIN)/package.json
+	cd $(STANDIN) && npm ci --no-audit --no-fund
+
+standin: $(STANDIN)/node_modules/.package-lock.json
+
+pytest: $(LINKS) standin
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(OLDEST)/.installed: pyproject.toml
@@ -76,7 +84,7 @@ soak: $(LINKS)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(OLDEST) build .mypy_cache .ruff_cache .pytest_cache $(STANDIN)/node_modules
 
 ## The README's pictures: headless Chromium over a local Prefect UI (needs Debian's chromium; the script
 ## runs `apt-get install -y chromium` when /usr/bin/chromium is missing). Not part of CI.

@@ -83,11 +83,13 @@ async def test_the_per_call_cap_refuses_exactly_above_its_boundary(sim: Any, mak
 
 
 async def test_a_rejected_payment_gives_its_reservation_back(make_sim: Any, make_wallet: Any) -> None:
-    sim = make_sim(default_balance=0)  # every unfunded wallet is refused with insufficient_funds
+    sim = make_sim(default_balance=0)  # every unfunded wallet is refused: the balance is too low
     _, wallet, _ = await make_wallet(sim, max_usd_total="0.10")
     async with wallet.get_client() as client:
         with pytest.raises(PaymentRejected) as info:
             await client.upload(png_bytes(), filename="broke.png")
-    assert info.value.reason == "insufficient_funds"
+    # The official code, which the router's dialect puts in `reason` and repeats in `error`'s prose (a client
+    # reading `error` carries the prose; one reading `reason`, issue 20, the code alone).
+    assert "invalid_exact_evm_insufficient_balance" in info.value.reason
     budget = SpendBudget(wallet.address, lifetime=100_000)
     assert await budget.remaining() == {"lifetime": 100_000}  # reserved before signing, refunded after

@@ -133,3 +133,14 @@ def edit_body(blob_url: str, **overrides: Any) -> dict[str, Any]:
         "prompt_upsampling": False,
         **overrides,
     }
+
+
+def assert_payment_rejected(response: httpx.Response, reason: str) -> None:
+    """The router's refusal: 402, the code in ``reason``, prose naming it in ``error``, a fresh quote."""
+    assert response.status_code == 402, response.text
+    body = response.json()
+    assert body["reason"] == reason
+    assert body["error"].startswith(f"Payment rejected ({reason}): ")
+    fresh = decode_header(response.headers["payment-required"])
+    assert "error" not in fresh and fresh["accepts"]
+    assert "x-agent-identity" in response.headers

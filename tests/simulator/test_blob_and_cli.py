@@ -168,9 +168,14 @@ def test_cli_arguments_become_settings() -> None:
             "9",
             "--no-client-nonce",
             "--payment-identifier",
+            "--validation-order",
+            "after_payment",
+            "--siwx-domain-without-port",
         ]
     )
     settings = settings_from_args(args)
+    assert settings.validation_order == "after_payment" and settings.siwx_domain_with_port is False
+    assert settings_from_args(build_parser().parse_args([])).validation_order == "before_quote"
     assert settings.latency_seconds == 0.5 and settings.seed == 9
     assert settings.funded == {"0xAbC0000000000000000000000000000000000001": Decimal("2.5")}
     assert settings.default_balance == 1_000_000

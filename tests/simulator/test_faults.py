@@ -97,7 +97,7 @@ async def test_reset_after_settlement_keeps_the_money_and_a_resend_is_a_replay(
         assert [p["route"] for p in paid] == ["upload", "flux-2-pro/edit"]
         resend = await http.post(EDIT_PATH, json=body, headers={"PAYMENT-SIGNATURE": header})
         assert resend.status_code == 402
-        assert resend.json()["error"] == "invalid_exact_evm_payload_authorization_nonce_used"
+        assert resend.json()["reason"] == "invalid_exact_evm_nonce_already_used"
         # The job it paid for exists and belongs to the payer: a client can find it in its job list.
         jobs = (await siwx_request(http, fresh_account, "GET", "/api/jobs")).json()["jobs"]
         assert [j["jobId"] for j in jobs] == [paid[1]["resource_id"]] and jobs[0]["input"] == body

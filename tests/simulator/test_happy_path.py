@@ -13,6 +13,7 @@ from eth_account.signers.local import LocalAccount
 from PIL import Image
 
 from prefect_stablestudio.simulator import Simulator, SimulatorSettings, run_simulator
+from prefect_stablestudio.simulator.encoding import decode_b64_json
 from tests.simulator.helpers import (
     EDIT_PATH,
     decode_header,
@@ -52,18 +53,31 @@ async def test_quote_is_x402_v2_for_the_real_body(
     blob_url = await upload_image(http, fresh_account, sim.blob_api_url)
     quote = await http.post(EDIT_PATH, json=edit_body(blob_url, resolution="2 MP"))
     assert quote.status_code == 402
-    assert quote.json() == {}
+    # The router's dialect: an empty body, everything in the header.
+    assert quote.content == b"" and quote.headers["content-type"] == "application/json"
     assert quote.headers["cache-control"] == "no-store"
+    assert decode_b64_json(quote.headers["x-agent-identity"])["challenge"]["route"] == EDIT_PATH
     required = decode_header(quote.headers["payment-required"])
-    assert required["x402Version"] == 2
-    assert required["resource"]["url"] == f"{sim.base_url}{EDIT_PATH}"
+    assert required["x402Version"] == 2 and "error" not in required
+    assert required["resource"] == {
+        "url": f"{sim.base_url}{EDIT_PATH}",
+        "method": "POST",
+        "description": "flux-2-pro - edit",
+        "mimeType": "application/json",
+        "tags": ["Generate"],
+        "serviceName": "StableStudio",
+    }
+    bazaar = required["extensions"]["bazaar"]
+    assert bazaar["info"]["input"]["method"] == "POST"
+    body_schema = bazaar["schema"]["properties"]["input"]["properties"]["body"]
+    assert body_schema["properties"]["resolution"]["enum"] == ["0.5 MP", "1 MP", "2 MP"]
     assert required["accepts"] == [
         {
             "scheme": "exact",
             "network": "eip155:8453",
             "amount": "60000",
             "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-            "payTo": sim.settings.pay_to,
+            "payTo": sim.settings.pay_to.lower(),  # the router canonicalises it to lower case
             "maxTimeoutSeconds": 300,
             "extra": {"name": "USD Coin", "version": "2"},
         }

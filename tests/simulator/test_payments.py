@@ -17,7 +17,15 @@ from x402.http.utils import decode_payment_required_header, encode_payment_signa
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
 from prefect_stablestudio.simulator import Simulator
-from tests.simulator.helpers import decode_header, encode_header, sdk_payment
+from prefect_stablestudio.simulator.dialect import INVALID_JSON
+from tests.simulator.helpers import (
+    assert_payment_rejected,
+    decode_header,
+    edit_body,
+    encode_header,
+    sdk_payment,
+    upload_image,
+)
 
 UPLOAD_BODY = {"filename": "a.png", "contentType": "image/png"}
 
@@ -85,10 +93,10 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (_set("amount", "1"), "no_matching_requirements"),
-        (_set("payTo", "0x000000000000000000000000000000000000dEaD"), "no_matching_requirements"),
-        (_set("network", "eip155:1"), "invalid_network"),
-        (_set("extra", {"name": "USDC", "version": "2"}), "no_matching_requirements"),
+        (_set("amount", "1"), "requirements_mismatch"),
+        (_set("payTo", "0x000000000000000000000000000000000000dEaD"), "requirements_mismatch"),
+        (_set("network", "eip155:1"), "requirements_mismatch"),
+        (_set("extra", {"name": "USDC", "version": "2"}), "requirements_mismatch"),
     ],
     ids=["amount", "payTo", "chain", "eip712-domain"],
 )
@@ -101,9 +109,7 @@ async def test_payment_for_an_altered_quote_is_refused(
 ) -> None:
     payload = await sign_tampered_quote(fresh_account, await quote_header(http), change)
     response = await pay(http, payload)
-    assert response.status_code == 402
-    assert response.json()["error"] == reason
-    assert decode_header(response.headers["payment-required"])["error"] == reason
+    assert_payment_rejected(response, reason)
     assert_no_money_moved(sim, fresh_account)
 
 
@@ -122,8 +128,7 @@ async def test_signature_over_another_domain_is_refused_even_with_the_quoted_acc
     payload = await sign_tampered_quote(fresh_account, header, change)
     payload["accepted"] = decode_header(header)["accepts"][0]
     response = await pay(http, payload)
-    assert response.status_code == 402
-    assert response.json()["error"] == "invalid_exact_evm_payload_signature"
+    assert_payment_rejected(response, "invalid_exact_evm_signature")
     assert_no_money_moved(sim, fresh_account)
 
 
@@ -140,7 +145,7 @@ def _auth(key: str, value: str) -> Callable[[dict[str, Any]], None]:
         (_auth("value", "1"), "invalid_exact_evm_payload_authorization_value_mismatch"),
         (
             _auth("to", "0x000000000000000000000000000000000000dEaD"),
-            "invalid_exact_evm_payload_recipient_mismatch",
+            "invalid_exact_evm_recipient_mismatch",
         ),
         (
             _auth("validBefore", str(int(time.time()) - 1)),
@@ -154,8 +159,8 @@ def _auth(key: str, value: str) -> Callable[[dict[str, Any]], None]:
             _auth("validAfter", str(int(time.time()) + 3600)),
             "invalid_exact_evm_payload_authorization_valid_after",
         ),
-        (_auth("from", "0x000000000000000000000000000000000000bEEF"), "invalid_exact_evm_payload_signature"),
-        (_auth("nonce", "0x" + "ab" * 32), "invalid_exact_evm_payload_signature"),
+        (_auth("from", "0x000000000000000000000000000000000000bEEF"), "invalid_exact_evm_signature"),
+        (_auth("nonce", "0x" + "ab" * 32), "invalid_exact_evm_signature"),
     ],
     ids=["value", "to", "expired", "expires-within-margin", "not-yet-valid", "from", "nonce"],
 )
@@ -169,8 +174,7 @@ async def test_signed_authorization_altered_afterwards_is_refused(
     payload = await sdk_payment(fresh_account, await quote_header(http))
     change(payload)
     response = await pay(http, payload)
-    assert response.status_code == 402
-    assert response.json()["error"] == reason
+    assert_payment_rejected(response, reason)
     assert_no_money_moved(sim, fresh_account)
 
 
@@ -182,8 +186,8 @@ async def test_replayed_payment_is_refused_and_counted(
     first = await pay(http, payload)
     assert first.status_code == 200
     replay = await pay(http, payload)
-    assert replay.status_code == 402
-    assert replay.json()["error"] == "invalid_exact_evm_payload_authorization_nonce_used"
+    assert_payment_rejected(replay, "invalid_exact_evm_nonce_already_used")
+    assert "authorization is used or canceled" in replay.json()["error"]
     assert sim.state()["counters"]["replays_refused"] == replays_before + 1
     assert sim.balance(fresh_account.address) == sim.settings.default_balance - 10_000
     assert len([p for p in sim.state()["ledger"]["payments"] if p["payer"] == fresh_account.address]) == 1
@@ -196,8 +200,7 @@ async def test_insufficient_funds_then_funded(
     async with httpx.AsyncClient(base_url=poor.base_url) as http:
         payload = await sdk_payment(fresh_account, await quote_header(http))
         refused = await pay(http, payload)
-        assert refused.status_code == 402
-        assert refused.json()["error"] == "insufficient_funds"
+        assert_payment_rejected(refused, "invalid_exact_evm_insufficient_balance")
         assert poor.state()["counters"]["payments"] == 0
         poor.fund(fresh_account.address, Decimal("0.01"))
         assert (await pay(http, payload)).status_code == 200
@@ -227,8 +230,13 @@ async def test_invalid_body_costs_nothing_and_gets_no_quote(
     )
     assert response.status_code == 400
     body = response.json()
-    assert body["error"] == "validation_error" and body["issues"][0]["path"] == ["contentType"]
+    assert (body["success"], body["error"]) == (False, "Validation failed")
+    assert [(i["code"], i["path"]) for i in body["issues"]] == [("custom", ["contentType"])]
     assert "payment-required" not in response.headers
+    malformed = await http.post(
+        "/api/upload", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert (malformed.status_code, malformed.json()) == (400, INVALID_JSON)
 
 
 async def test_edit_refuses_images_that_are_not_its_own_blobs(
@@ -239,4 +247,41 @@ async def test_edit_refuses_images_that_are_not_its_own_blobs(
     assert response.status_code == 400
     assert response.json()["issues"][0]["path"] == ["images", 0]
     unknown = await http.post("/api/generate/flux-2-pro/vectorize", json=body)
-    assert unknown.status_code == 404
+    assert unknown.status_code == 404 and unknown.json()["code"] == "route_not_found"
+
+
+async def test_after_payment_order_quotes_max_price_and_refuses_the_signed_body_before_settling(
+    make_sim: Callable[..., Simulator], fresh_account: LocalAccount
+) -> None:
+    """validation_order="after_payment", the router's own order: an edit body it cannot price is quoted at
+    the route's maxPrice, a static-priced upload at its price; the 400 comes after the signed request, and
+    nothing moves."""
+    server = make_sim(validation_order="after_payment")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        blob_url = await upload_image(http, fresh_account, server.blob_api_url)
+        paid_before = server.balance(fresh_account.address)
+        bad_edit = edit_body(blob_url, resolution="3 MP")
+        quote = await http.post("/api/generate/flux-2-pro/edit", json=bad_edit)
+        assert quote.status_code == 402 and quote.content == b""
+        assert decode_header(quote.headers["payment-required"])["accepts"][0]["amount"] == "10000000"
+        # The official SDK's own spend control refuses $10; off, it signs what it was quoted.
+        signed_payload = await sign_tampered_quote(
+            fresh_account, quote.headers["payment-required"], lambda _: None
+        )
+        header = encode_header(signed_payload)
+        signed = await http.post(
+            "/api/generate/flux-2-pro/edit", json=bad_edit, headers={"PAYMENT-SIGNATURE": header}
+        )
+        assert signed.status_code == 400 and "payment-required" not in signed.headers
+        assert signed.json()["error"] == "Validation failed"
+        assert [i["path"] for i in signed.json()["issues"]] == [["resolution"]]
+
+        bad_upload = {"filename": "a/b.png", "contentType": "image/png"}
+        upload_quote = await http.post("/api/upload", json=bad_upload)
+        assert decode_header(upload_quote.headers["payment-required"])["accepts"][0]["amount"] == "10000"
+        malformed = await http.post(
+            "/api/generate/flux-2-pro/edit", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert decode_header(malformed.headers["payment-required"])["accepts"][0]["amount"] == "10000000"
+    assert server.balance(fresh_account.address) == paid_before
+    assert [p["route"] for p in server.state()["ledger"]["payments"]] == ["upload"]  # the blob's, earlier

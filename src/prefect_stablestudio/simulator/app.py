@@ -7,6 +7,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from prefect_stablestudio.simulator.control import build_control_routes
+from prefect_stablestudio.simulator.discovery import build_discovery_routes, not_found_handlers
 from prefect_stablestudio.simulator.routes import build_routes
 from prefect_stablestudio.simulator.state import SimulatorState
 from prefect_stablestudio.simulator.tempo_rpc import build_tempo_rpc_routes
@@ -29,6 +30,12 @@ def create_app(state: SimulatorState) -> Starlette:
         return Response(status_code=499)
 
     return Starlette(
-        routes=[*build_routes(state), *build_control_routes(state), *build_tempo_rpc_routes(state)],
-        exception_handlers={ClientDisconnect: client_gone},
+        routes=[
+            *build_routes(state),
+            *build_discovery_routes(state),
+            *build_control_routes(state),
+            *build_tempo_rpc_routes(state),
+        ],
+        # An unknown path or method gets the router's route-not-found envelope, not Starlette's text.
+        exception_handlers={ClientDisconnect: client_gone, **not_found_handlers(state)},
     )

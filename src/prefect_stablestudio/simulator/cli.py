@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-mpp", action="store_true", help="offer only x402 (no MPP Tempo charge challenge) on paid routes"
     )
+    parser.add_argument(
+        "--validation-order",
+        choices=("before_quote", "after_payment"),
+        default="before_quote",
+        help="before_quote: a bad body gets a 400 instead of a quote (default); after_payment: the router's "
+        "order, quoted at maxPrice and refused after the signed request, before any money moves",
+    )
+    parser.add_argument(
+        "--siwx-domain-without-port",
+        action="store_true",
+        help="write the SIWX domain as @agentcash/router does: the host name without the port",
+    )
     return parser
 
 
@@ -96,6 +108,8 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         siwx_accept_client_nonce=not args.no_client_nonce,
         payment_identifier=args.payment_identifier,
         mpp=not args.no_mpp,
+        validation_order=args.validation_order,
+        siwx_domain_with_port=not args.siwx_domain_without_port,
         **extra,
     )
 

@@ -25,10 +25,16 @@ from prefect_stablestudio.simulator.faults import FaultRule
 from prefect_stablestudio.simulator.jobs import Job
 from prefect_stablestudio.simulator.media import render_image, render_thumbnail, render_video, size_for
 from prefect_stablestudio.simulator.paid import PaidRoute
-from prefect_stablestudio.simulator.pricing import tier_of
+from prefect_stablestudio.simulator.pricing import TIER_FIELDS, tier_of
 from prefect_stablestudio.simulator.render import MEGAPIXELS, output_size
 from prefect_stablestudio.simulator.state import SimulatorState
-from prefect_stablestudio.simulator.validation import ASPECT_RATIOS, EDIT_DEFAULTS, MAX_PROMPT_CHARS, Issue
+from prefect_stablestudio.simulator.validation import (
+    ASPECT_RATIOS,
+    EDIT_DEFAULTS,
+    GENERATE_SCHEMA,
+    MAX_PROMPT_CHARS,
+    Issue,
+)
 
 __all__ = ["SPECS", "ModelSpec", "generate_route", "serve_generated", "validate_generate"]
 
@@ -217,6 +223,8 @@ def generate_route(state: SimulatorState, model: str, operation: str, spec: Mode
         tier=lambda full: tier_of(key, full, state.settings.prices[key]),
         price_key=key,
         create=create,
+        input_schema=GENERATE_SCHEMA,
+        priced_by_body=TIER_FIELDS.get(key) is not None,
     )
 
 

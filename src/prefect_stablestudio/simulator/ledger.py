@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+from prefect_stablestudio.simulator.payments import INSUFFICIENT_BALANCE, REPLAYED
 from prefect_stablestudio.simulator.settings import atomic_to_usdc, usdc_to_atomic
 
 
@@ -104,10 +105,10 @@ class Ledger:
         key, nonce_key = _wallet_key(payer, network), nonce.lower()
         with self._lock:
             if (key, nonce_key) in self._used_nonces:
-                raise SettlementRefused("invalid_exact_evm_payload_authorization_nonce_used")
+                raise SettlementRefused(REPLAYED)
             balance = self._balances.get(key, self._default_balance)
             if balance < amount:
-                raise SettlementRefused("insufficient_funds")
+                raise SettlementRefused(INSUFFICIENT_BALANCE)
             self._balances[key] = balance - amount
             self._used_nonces.add((key, nonce_key))
             self._spend[key] += amount
@@ -135,7 +136,7 @@ class Ledger:
                     "requests": dict(self.requests),
                     "payments": len(self._payments),
                     "payment_refusals": dict(self.refusals),
-                    "replays_refused": self.refusals["invalid_exact_evm_payload_authorization_nonce_used"]
+                    "replays_refused": self.refusals[REPLAYED]
                     + self.refusals["tempo_transaction_nonce_used"],
                     "siwx_failures": dict(self.siwx_failures),
                     "siwx_failures_total": sum(self.siwx_failures.values()),

@@ -10,10 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from prefect_stablestudio.simulator.dialect import (
+    INVALID_JSON,
+    agent_identity,
+    bazaar_extension,
+    payment_rejected,
+    validation_failed,
+)
 from prefect_stablestudio.simulator.encoding import b64_json
 from prefect_stablestudio.simulator.faults import Checkpoint, FaultRule
 from prefect_stablestudio.simulator.ledger import SettlementRefused
@@ -26,6 +34,8 @@ from prefect_stablestudio.simulator.mpp import (
     verify_charge,
 )
 from prefect_stablestudio.simulator.payments import (
+    INSUFFICIENT_BALANCE,
+    REPLAYED,
     MalformedPayment,
     PaymentRefused,
     decode_payment,
@@ -40,7 +50,6 @@ from prefect_stablestudio.simulator.responses import (
 )
 from prefect_stablestudio.simulator.settings import BASE_NETWORK, BASE_USDC, USDC_EIP712
 from prefect_stablestudio.simulator.state import SimulatorState
-from prefect_stablestudio.simulator.validation import validation_error
 
 PAYMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 PAYMENT_ID_SCHEMA = {
@@ -60,7 +69,8 @@ class PaidRoute:
 
     ``create`` runs after the payment verified and before settlement, with the body (defaults filled in), the
     body as sent, the payer and the fault that fired at the ``created`` checkpoint (or None); it returns the
-    resource id and the 200 body.
+    resource id and the 200 body. ``tag`` and ``input_schema`` go into the quote (bazaar extension);
+    ``priced_by_body`` says whether the price depends on the body (else the route has one static price).
     """
 
     name: str
@@ -70,6 +80,9 @@ class PaidRoute:
     tier: Callable[[dict[str, Any]], str]
     price_key: str
     create: Callable[[dict[str, Any], Any, str, FaultRule | None], tuple[str, dict[str, Any]]]
+    tag: str = "Generate"
+    input_schema: dict[str, Any] | None = None
+    priced_by_body: bool = True
 
 
 def _fault_response(state: SimulatorState, route: str, rule: FaultRule) -> Response | None:
@@ -110,26 +123,42 @@ async def apply_request_fault(
 def _quote(
     state: SimulatorState, request: Request, route: PaidRoute, amount: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    # The router canonicalises payTo to lower case (routerConfigFromEnv).
     quoted = requirement(
         amount=amount,
-        pay_to=state.settings.pay_to,
+        pay_to=state.settings.pay_to.lower(),
         network=BASE_NETWORK,
         asset=BASE_USDC,
         extra=USDC_EIP712,
         max_timeout_seconds=state.settings.max_timeout_seconds,
     )
-    extensions: dict[str, Any] = {}
+    schema = route.input_schema or {"type": "object"}
+    extensions: dict[str, Any] = {"bazaar": bazaar_extension("POST", schema)}
     if state.settings.payment_identifier:
         extensions["payment-identifier"] = {"info": {"required": False}, "schema": PAYMENT_ID_SCHEMA}
     url = f"{state.origin}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
     challenge = {
         "x402Version": 2,
-        "error": "Payment required",
-        "resource": {"url": url, "description": route.description, "mimeType": "application/json"},
+        "resource": {
+            "url": url,
+            "method": "POST",
+            "description": route.description,
+            "mimeType": "application/json",
+            "tags": [route.tag],
+            "serviceName": state.settings.service_name,
+        },
         "accepts": [quoted],
         "extensions": extensions,
     }
     return quoted, challenge
+
+
+def challenge_headers(state: SimulatorState, request: Request, offer: MppOffer | None) -> dict[str, str]:
+    """The headers every 402 of the router carries besides PAYMENT-REQUIRED: the MPP offer (if any) and the
+    optional DID-auth challenge ``X-Agent-Identity``."""
+    host = urlsplit(state.origin).hostname or ""
+    headers = {"X-Agent-Identity": agent_identity(host, request.url.path, time.time())}
+    return {**(offer.headers if offer is not None else {}), **headers}
 
 
 @dataclass(frozen=True)
@@ -216,9 +245,12 @@ async def _handle_mpp(
     return response
 
 
-def _refused(state: SimulatorState, challenge: dict[str, Any], reason: str, message: str) -> Response:
+def _refused(
+    state: SimulatorState, challenge: dict[str, Any], headers: dict[str, str], reason: str, message: str
+) -> Response:
+    """The router's refusal: the code in ``reason``, prose in ``error``, a fresh quote (without ``error``)."""
     state.ledger.count(state.ledger.refusals, reason)
-    return payment_required({**challenge, "error": reason}, {"error": reason, "message": message})
+    return payment_required(challenge, payment_rejected(reason, message), headers)
 
 
 def _payment_id(payload: dict[str, Any]) -> str | None:
@@ -239,27 +271,42 @@ async def handle_paid(state: SimulatorState, request: Request, route: PaidRoute)
     return malformed(response) if broken and not isinstance(response, DroppedConnection) else response
 
 
+def _invalid_body(route: PaidRoute, raw: bytes) -> tuple[Any, dict[str, Any], Response | None]:
+    """The body as sent, with defaults filled in, and the router's 400 for it (None when it is valid)."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, {}, json_response(INVALID_JSON, 400)
+    full, issues = route.validate(body)
+    return body, full, json_response(validation_failed(issues), 400) if issues else None
+
+
 async def _handle_paid(
     state: SimulatorState, request: Request, route: PaidRoute, header: str | None
 ) -> Response:
     raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        issue = {"path": [], "message": "Expected a JSON body"}
-        return json_response(
-            {"error": "validation_error", "message": issue["message"], "issues": [issue]}, 400
-        )
-    full, issues = route.validate(body)
-    if issues:
-        return json_response(validation_error(issues), 400)
-    amount = state.settings.price(route.price_key, route.tier(full))
+    body, full, invalid = _invalid_body(route, raw)
+    settings = state.settings
+    if invalid is not None and settings.validation_order == "before_quote":
+        return invalid
+    if invalid is None:
+        amount = settings.price(route.price_key, route.tier(full))
+    elif route.priced_by_body:
+        amount = settings.max_price(route.price_key)  # the router's price function failed: maxPrice
+    else:
+        amount = settings.price(route.price_key)  # a static price is quoted without reading the body
     quoted, challenge = _quote(state, request, route, amount)
     offer = mpp_offer(state, request, amount)
-    if header is None and offer is not None and credential_of(request.headers.get("authorization")):
+    headers = challenge_headers(state, request, offer)
+    mpp_credential = credential_of(request.headers.get("authorization"))
+    paid_with_mpp = header is None and offer is not None and mpp_credential is not None
+    if invalid is not None and (header is not None or paid_with_mpp):
+        # A signed request with a body that fails the schema: 400 before verify and settle, nothing moves.
+        return invalid
+    if paid_with_mpp and offer is not None:
         return await _handle_mpp(state, request, route, (full, body), challenge, offer)
     if header is None:
-        return payment_required(challenge, {}, offer.headers if offer else None)
+        return payment_required(challenge, None, headers)
     try:
         payload = decode_payment(header)
     except MalformedPayment as exc:
@@ -288,16 +335,21 @@ async def _handle_paid(
     try:
         auth = verify_payment(payload, quoted, now=time.time())
     except PaymentRefused as exc:
-        return _refused(state, challenge, exc.reason, exc.message)
+        return _refused(state, challenge, headers, exc.reason, exc.message)
     if state.ledger.nonce_used(auth.payer, auth.nonce):
+        # The facilitator's simulation of transferWithAuthorization reverts; its text is passed on verbatim.
         return _refused(
             state,
             challenge,
-            "invalid_exact_evm_payload_authorization_nonce_used",
-            "this authorization was already settled",
+            headers,
+            REPLAYED,
+            'The contract function "transferWithAuthorization" reverted with the following reason:\n'
+            "FiatTokenV2: authorization is used or canceled",
         )
     if state.ledger.balance(auth.payer) < auth.value:
-        return _refused(state, challenge, "insufficient_funds", "the payer's balance is too low")
+        return _refused(
+            state, challenge, headers, INSUFFICIENT_BALANCE, "ERC20: transfer amount exceeds balance"
+        )
 
     settle_fault = _paid_fault(state, "verified", route.name)
     if settle_fault is not None and settle_fault.kind == "reset_before_settlement":
@@ -316,16 +368,16 @@ async def _handle_paid(
         }
         state.ledger.count(state.ledger.refusals, "settlement_failed")
         return payment_required(
-            {**challenge, "error": "settlement_failed"},
-            {"error": "settlement_failed", "message": "settlement failed after the request was handled"},
-            {"PAYMENT-RESPONSE": b64_json(settlement)},
+            challenge,
+            payment_rejected("settlement_failed", "settlement failed after the request was handled"),
+            {**headers, "PAYMENT-RESPONSE": b64_json(settlement)},
         )
     try:
         payment = state.ledger.settle(
             auth.payer, auth.value, auth.nonce, route=route.name, resource_id=resource_id
         )
     except SettlementRefused as exc:
-        return _refused(state, challenge, exc.reason, "settlement refused")
+        return _refused(state, challenge, headers, exc.reason, "settlement refused")
     settlement = {
         "success": True,
         "transaction": payment.transaction,
@@ -333,7 +385,9 @@ async def _handle_paid(
         "payer": auth.payer,
         "amount": str(auth.value),
     }
-    response = json_response(result, 200, {"PAYMENT-RESPONSE": b64_json(settlement)})
+    response = json_response(
+        result, 200, {"PAYMENT-RESPONSE": b64_json(settlement), "Cache-Control": "private"}
+    )
     if payment_id is not None:
         state.cache_payment(payment_id, fingerprint, response)
     if settle_fault is not None and settle_fault.kind == "reset_after_settlement":

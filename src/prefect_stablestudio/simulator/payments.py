@@ -18,6 +18,10 @@ from prefect_stablestudio.simulator.encoding import decode_b64_json
 
 # x402 facilitators refuse an authorization that expires within this many seconds (clock margin).
 VALID_BEFORE_MARGIN_SECONDS = 6
+# The official codes (@x402/core's resource server and @x402/evm's exact facilitator).
+REQUIREMENTS_MISMATCH = "requirements_mismatch"
+REPLAYED = "invalid_exact_evm_nonce_already_used"
+INSUFFICIENT_BALANCE = "invalid_exact_evm_insufficient_balance"
 
 _DOMAIN_TYPEHASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -164,14 +168,17 @@ def verify_payment(payload: dict[str, Any], quoted: dict[str, Any], now: float) 
     """
     accepted = payload["accepted"]
     if accepted.get("scheme") != quoted["scheme"]:
-        raise PaymentRefused("invalid_scheme", f"scheme {accepted.get('scheme')!r} is not offered")
+        raise PaymentRefused(REQUIREMENTS_MISMATCH, f"scheme {accepted.get('scheme')!r} is not offered")
     if accepted.get("network") != quoted["network"]:
-        raise PaymentRefused("invalid_network", f"network {accepted.get('network')!r} is not offered")
+        raise PaymentRefused(REQUIREMENTS_MISMATCH, f"network {accepted.get('network')!r} is not offered")
     if not _matches(accepted, quoted):
-        raise PaymentRefused("no_matching_requirements", "accepted does not match the quoted requirements")
+        raise PaymentRefused(
+            REQUIREMENTS_MISMATCH,
+            "Signed payment requirements did not match any server-built requirement",
+        )
     auth = payload["payload"]["authorization"]
     if auth["to"].lower() != quoted["payTo"].lower():
-        raise PaymentRefused("invalid_exact_evm_payload_recipient_mismatch", "authorization.to is not payTo")
+        raise PaymentRefused("invalid_exact_evm_recipient_mismatch", "authorization.to is not payTo")
     if int(auth["value"]) != int(quoted["amount"]):
         raise PaymentRefused(
             "invalid_exact_evm_payload_authorization_value_mismatch", "authorization.value is not the amount"
@@ -187,7 +194,7 @@ def verify_payment(payload: dict[str, Any], quoted: dict[str, Any], now: float) 
     signature = payload["payload"]["signature"]
     chain = _CAIP2_EVM.match(quoted["network"])
     if not _SIGNATURE.match(signature) or chain is None:
-        raise PaymentRefused("invalid_exact_evm_payload_signature", "the signature is not 65 bytes of hex")
+        raise PaymentRefused("invalid_exact_evm_signature", "the signature is not 65 bytes of hex")
     signable = transfer_signable(
         name=quoted["extra"]["name"],
         version=quoted["extra"]["version"],
@@ -198,10 +205,10 @@ def verify_payment(payload: dict[str, Any], quoted: dict[str, Any], now: float) 
     try:
         signer = Account.recover_message(signable, signature=signature)
     except Exception as exc:  # eth-keys raises several types for an unrecoverable signature
-        raise PaymentRefused("invalid_exact_evm_payload_signature", "the signature does not recover") from exc
+        raise PaymentRefused("invalid_exact_evm_signature", "the signature does not recover") from exc
     if signer.lower() != auth["from"].lower():
         raise PaymentRefused(
-            "invalid_exact_evm_payload_signature", "the signature was not made by authorization.from"
+            "invalid_exact_evm_signature", "the signature was not made by authorization.from"
         )
     return Authorization(
         payer=signer,

@@ -23,8 +23,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def payment_required(
     challenge: dict[str, Any], body: Any, extra_headers: dict[str, str] | None = None
 ) -> Response:
-    """A 402 carrying ``challenge`` in PAYMENT-REQUIRED, never cached."""
+    """A 402 carrying ``challenge`` in PAYMENT-REQUIRED, never cached; ``body`` None sends an empty body (the
+    router's quote: everything is in the header)."""
     headers = {**NO_STORE, "PAYMENT-REQUIRED": b64_json(challenge), **(extra_headers or {})}
+    if body is None:
+        return Response(b"", 402, headers, media_type="application/json")
     return json_response(body, 402, headers)
 
 

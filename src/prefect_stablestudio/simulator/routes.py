@@ -13,10 +13,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from prefect_stablestudio.simulator.blob import BlobRefused
+from prefect_stablestudio.simulator.dialect import validation_failed
+from prefect_stablestudio.simulator.discovery import input_schema, not_found
 from prefect_stablestudio.simulator.encoding import b64_json, iso
 from prefect_stablestudio.simulator.faults import FaultRule
 from prefect_stablestudio.simulator.generate import SPECS, generate_route, serve_generated
-from prefect_stablestudio.simulator.paid import PaidRoute, apply_request_fault, handle_paid
+from prefect_stablestudio.simulator.paid import (
+    PaidRoute,
+    apply_request_fault,
+    challenge_headers,
+    handle_paid,
+    mpp_offer,
+)
 from prefect_stablestudio.simulator.render import render_result
 from prefect_stablestudio.simulator.responses import NO_STORE, json_response, malformed, payment_required
 from prefect_stablestudio.simulator.settings import UPLOAD_OPERATION
@@ -59,6 +67,7 @@ def _edit_route(state: SimulatorState, model: str, operation: str) -> PaidRoute:
         tier=lambda body: str(body["resolution"]),
         price_key=f"{model}/{operation}",
         create=create,
+        input_schema=input_schema(f"{model}/{operation}"),
     )
 
 
@@ -87,6 +96,9 @@ def _upload_route(state: SimulatorState) -> PaidRoute:
         tier=lambda body: "default",
         price_key=UPLOAD_OPERATION,
         create=create,
+        tag="Upload",
+        input_schema=input_schema(UPLOAD_OPERATION),
+        priced_by_body=False,
     )
 
 
@@ -95,6 +107,7 @@ EDIT_OPERATIONS = {("flux-2-pro", "edit")}
 EDIT_TYPES = {f"{model}-{operation}" for model, operation in EDIT_OPERATIONS}
 
 SiwxHandler = Callable[[Request, str], Awaitable[Response]]
+SIWX_DESCRIPTIONS = {"job": "Get a job", "jobs": "List your jobs", "upload-confirm": "Confirm an upload"}
 
 
 async def _with_siwx(
@@ -107,15 +120,18 @@ async def _with_siwx(
         return early
     url = f"{state.origin}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
     if header is None:
-        challenge = state.siwx.challenge(url)
-        response = payment_required(challenge, challenge)
+        challenge = state.siwx.challenge(url, SIWX_DESCRIPTIONS.get(name, "Wallet sign-in"))
+        # As the router: a zero-amount MPP charge beside the challenge, and the DID-auth header.
+        response = payment_required(
+            challenge, challenge, challenge_headers(state, request, mpp_offer(state, request, 0))
+        )
     else:
         try:
             address = state.siwx.verify(header)
         except SiwxRefused as exc:
             state.ledger.count(state.ledger.siwx_failures, exc.reason)
-            challenge = {**state.siwx.challenge(url), "error": exc.reason}
-            response = payment_required(challenge, {"error": exc.reason, "message": exc.message})
+            # The router's refusal carries no new challenge: a client asks for one with an unsigned request.
+            response = json_response({"error": exc.reason, "message": exc.message}, 402)
         else:
             response = await handler(request, address)
     return malformed(response) if broken else response
@@ -129,12 +145,12 @@ def build_routes(state: SimulatorState) -> list[Route]:
         model, operation = request.path_params["model"], request.path_params["operation"]
         key = f"{model}/{operation}"
         if key not in state.settings.prices:
-            return json_response(NOT_FOUND, 404)
+            return not_found(state, request)
         if (model, operation) in EDIT_OPERATIONS:
             return await handle_paid(state, request, _edit_route(state, model, operation))
         spec = SPECS.get(key)
         if spec is None:
-            return json_response(NOT_FOUND, 404)
+            return not_found(state, request)
         return await handle_paid(state, request, generate_route(state, model, operation, spec))
 
     async def upload(request: Request) -> Response:
@@ -181,18 +197,14 @@ def build_routes(state: SimulatorState) -> list[Route]:
                 or not isinstance(body.get("blobUrl"), str)
             ):
                 issue = {"path": ["uploadId"], "message": "Expected uploadId and blobUrl strings"}
-                return json_response(
-                    {"error": "validation_error", "message": issue["message"], "issues": [issue]}, 400
-                )
+                return json_response(validation_failed([issue]), 400)
             found = state.jobs.upload_for(body["uploadId"], address)
             if found is None:
                 return json_response(NOT_FOUND, 404)
             blob = state.blobs.get(found.pathname)
             if blob is None or state.blob_pathname(body["blobUrl"]) != found.pathname:
                 issue = {"path": ["blobUrl"], "message": "Expected the URL of this upload's stored blob"}
-                return json_response(
-                    {"error": "validation_error", "message": issue["message"], "issues": [issue]}, 400
-                )
+                return json_response(validation_failed([issue]), 400)
             found.confirmed, found.size = True, len(blob.data)
             return json_response(
                 {

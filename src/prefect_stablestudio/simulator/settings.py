@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +42,15 @@ def atomic_to_usdc(atomic: int) -> Decimal:
         Decimal('0.03')
     """
     return Decimal(atomic).scaleb(-USDC_DECIMALS).normalize()
+
+
+ValidationOrder = Literal["before_quote", "after_payment"]
+
+
+def default_max_prices() -> dict[str, int]:
+    """The ``maxPrice`` of the routes priced from their body (atomic USDC): the quote of a body that cannot
+    be priced under ``validation_order="after_payment"``. A route without one quotes its dearest tier."""
+    return {"flux-2-pro/edit": 10_000_000}
 
 
 def default_prices() -> dict[str, dict[str, int]]:
@@ -120,6 +130,25 @@ class SimulatorSettings(BaseModel):
         description="Send createdAt/updatedAt in job records (the real API's are not documented: clients "
         "must work without them).",
     )
+    validation_order: ValidationOrder = Field(
+        default="before_quote",
+        description="When a paid route checks its body. 'before_quote': an invalid body gets a 400, no "
+        "quote (a deployment using the router's .validate()). 'after_payment': the router's default; a "
+        "body that cannot be priced is quoted at the route's maxPrice (a static-priced route quotes "
+        "without reading it), and the 400 comes after the signed request, before verify and settlement "
+        "(no money moves).",
+    )
+    max_prices: dict[str, int] = Field(
+        default_factory=default_max_prices,
+        description="maxPrice per route key priced from its body, atomic USDC (used by 'after_payment').",
+    )
+    siwx_domain_with_port: bool = Field(
+        default=True,
+        description="The SIWX domain is host:port (EIP-4361's authority). False: the host name alone, as "
+        "@agentcash/router writes it (the same thing on port 80/443; clients before issue 20 refuse it "
+        "on other ports).",
+    )
+    service_name: str = Field(default="StableStudio", description="serviceName in every quote's resource.")
     seed: int = Field(default=0, description="Seed of latency jitter and rate-based faults.")
     faults: tuple[FaultRule, ...] = Field(default=(), description="The initial fault plan.")
     log_level: str = Field(default="warning", description="uvicorn log level.")
@@ -136,6 +165,10 @@ class SimulatorSettings(BaseModel):
         if route_key in self.latencies:
             return self.latencies[route_key]
         return self.video_latency_seconds if media == "video" else self.latency_seconds
+
+    def max_price(self, route_key: str) -> int:
+        """The ``maxPrice`` of ``route_key``: its configured one, else its dearest tier."""
+        return self.max_prices.get(route_key, max(self.prices[route_key].values()))
 
     def price(self, route_key: str, tier: str = "default") -> int:
         """The atomic price of ``route_key`` at ``tier``; KeyError when the table has none."""

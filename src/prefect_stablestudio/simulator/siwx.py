@@ -69,22 +69,28 @@ def siwe_message(proof: dict[str, Any]) -> str:
 class SiwxVerifier:
     """Issues challenges and verifies proofs for one origin; nonces are single use (thread-safe).
 
+    The ``domain`` is the origin's host:port (EIP-4361's authority), or with ``domain_with_port=False`` the
+    host name alone, as @agentcash/router writes it (the same thing on ports 80 and 443).
+
     Example:
         >>> v = SiwxVerifier("http://127.0.0.1:8000", network="eip155:8453", accept_client_nonce=True)
         >>> v.challenge("http://127.0.0.1:8000/api/jobs/1")["extensions"]["sign-in-with-x"]["info"]["domain"]
         '127.0.0.1:8000'
     """
 
-    def __init__(self, origin: str, *, network: str, accept_client_nonce: bool) -> None:
+    def __init__(
+        self, origin: str, *, network: str, accept_client_nonce: bool, domain_with_port: bool = True
+    ) -> None:
         self.origin = origin
-        self.domain = urlsplit(origin).netloc
+        parts = urlsplit(origin)
+        self.domain = parts.netloc if domain_with_port else (parts.hostname or "")
         self.network = network
         self.accept_client_nonce = accept_client_nonce
         self._lock = threading.Lock()
         self._issued: dict[str, float] = {}
         self._used: dict[str, float] = {}
 
-    def challenge(self, resource_url: str) -> dict[str, Any]:
+    def challenge(self, resource_url: str, description: str = "Wallet sign-in") -> dict[str, Any]:
         """A fresh SIWX-only PaymentRequired for ``resource_url`` (sent in the body and the header)."""
         now = time.time()
         nonce = secrets.token_hex(16)
@@ -107,7 +113,7 @@ class SiwxVerifier:
             "error": "SIWX authentication required",
             "resource": {
                 "url": resource_url,
-                "description": "Wallet sign-in",
+                "description": description,
                 "mimeType": "application/json",
             },
             "accepts": [],
@@ -128,10 +134,11 @@ class SiwxVerifier:
         now = time.time()
         proof = self._parse(header)
         if proof["domain"] != self.domain:
-            raise SiwxRefused("siwx_domain_mismatch", f"domain must be {self.domain}")
+            # The router's code for a proof for another domain (it fails its message check).
+            raise SiwxRefused("siwx_malformed", f"domain must be {self.domain}")
         uri = urlsplit(proof["uri"])
         if f"{uri.scheme}://{uri.netloc}" != self.origin:
-            raise SiwxRefused("siwx_domain_mismatch", f"uri must be on {self.origin}")
+            raise SiwxRefused("siwx_malformed", f"uri must be on {self.origin}")
         if proof["chainId"] != self.network or proof["type"] != "eip191" or proof["version"] != "1":
             raise SiwxRefused("siwx_malformed", f"only version 1, {self.network}, eip191 are supported")
         self._check_times(proof, now)

@@ -41,7 +41,10 @@ class SimulatorState:
         self.blobs = BlobStore()
         self.renders = RenderCache()
         self.siwx = SiwxVerifier(
-            self.origin, network=BASE_NETWORK, accept_client_nonce=s.siwx_accept_client_nonce
+            self.origin,
+            network=BASE_NETWORK,
+            accept_client_nonce=s.siwx_accept_client_nonce,
+            domain_with_port=s.siwx_domain_with_port,
         )
         self.faults = FaultPlan(s.faults, seed=s.seed)
         with self._lock:

@@ -1,4 +1,4 @@
-"""Request bodies of the paid routes, validated before any quote (a bad body costs nothing)."""
+"""Request bodies of the paid routes and their JSON schemas (a bad body never costs anything: see paid.py)."""
 
 from __future__ import annotations
 
@@ -103,8 +103,44 @@ def validate_upload(body: Any, max_bytes: int) -> list[Issue]:
     return issues
 
 
-def validation_error(issues: list[Issue]) -> dict[str, Any]:
-    """The 400 body for ``issues``."""
-    first = issues[0]
-    where = ".".join(str(p) for p in first["path"]) or "body"
-    return {"error": "validation_error", "message": f"{where}: {first['message']}", "issues": issues}
+# The JSON schemas of the bodies checked above, as a quote's bazaar extension and /openapi.json publish them.
+EDIT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
+        "images": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_IMAGES,
+            "items": {"type": "string", "format": "uri"},
+        },
+        "aspect_ratio": {"type": "string", "enum": list(ASPECT_RATIOS), "default": "1:1"},
+        "resolution": {"type": "string", "enum": list(MEGAPIXELS), "default": "1 MP"},
+        "output_format": {"type": "string", "enum": list(PIL_FORMATS), "default": "webp"},
+        "output_quality": {"type": "integer", "minimum": 0, "maximum": 100, "default": 80},
+        "safety_tolerance": {"type": "integer", "minimum": 1, "maximum": 5, "default": 2},
+        "prompt_upsampling": {"type": "boolean", "default": False},
+        "seed": {"type": "integer"},
+    },
+    "required": ["prompt", "images"],
+    "additionalProperties": False,
+}
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "filename": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/\\\\]+$"},
+        "contentType": {"type": "string", "enum": list(IMAGE_CONTENT_TYPES)},
+        "size": {"type": "integer", "exclusiveMinimum": 0},
+    },
+    "required": ["filename", "contentType"],
+    "additionalProperties": False,
+}
+# The other generate routes are checked leniently (generate.py); their schema says as much.
+GENERATE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"prompt": {"type": "string", "minLength": 1}},
+    "required": ["prompt"],
+}

@@ -1,0 +1,143 @@
+"""Fixtures of the conformance suite: a StableStudio stand-in on the unmodified @agentcash/router.
+
+``router_standin`` runs ``npm ci`` once when ``router-standin/node_modules`` is missing (from the committed
+lock file, pinned versions), then ``node server.mjs`` on 127.0.0.1 port 80 for the whole session. Port 80
+because the router's SIWX challenge names the host without its port (production is on 443): on any other
+port the challenge's domain would not be the origin the client called.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+STANDIN_DIR = Path(__file__).parent / "router-standin"
+STANDIN_PORT = 80
+STARTUP_LINE = "router stand-in listening on"
+
+
+@dataclass(frozen=True)
+class RouterStandin:
+    """The running stand-in: the URLs a client needs, and what moved on its in-memory chain."""
+
+    base_url: str
+    pay_to: str = "0x919c2692DC6B80c70D2A3829896aC1EE59c55Acb"
+
+    @property
+    def blob_api_url(self) -> str:
+        """Its Vercel Blob stand-in."""
+        return f"{self.base_url}/api/blob"
+
+    def chain(self) -> dict[str, Any]:
+        """Transfers, used EIP-3009 nonces and balances on the stand-in's chain."""
+        data: dict[str, Any] = httpx.get(f"{self.base_url}/_standin/chain").json()
+        return data
+
+    def transfers_from(self, address: str) -> list[int]:
+        """Atomic amounts ``address`` paid, in order."""
+        return [int(t["value"]) for t in self.chain()["transfers"] if t["from"].lower() == address.lower()]
+
+    def set_edit_price(self, usd: str | None) -> None:
+        """Make the edit route's price function answer ``usd`` (None: the price by resolution again)."""
+        httpx.put(f"{self.base_url}/_standin/edit-price", json={"price": usd}).raise_for_status()
+
+
+def install_node_dependencies() -> None:
+    """``npm ci`` from the lock file (CI's clean clone); a no-op when node_modules is there."""
+    if (STANDIN_DIR / "node_modules").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("the conformance suite needs node 20 and npm on PATH")
+    # .npmrc sets legacy-peer-deps (viem declares an optional peer mppx>=0.17 that does not exist).
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=STANDIN_DIR, check=True)
+
+
+@pytest.fixture(scope="session")
+def router_standin() -> Iterator[RouterStandin]:
+    """The stand-in on http://127.0.0.1 (port 80), its jobs complete after 0.3 s."""
+    install_node_dependencies()
+    env = {**os.environ, "STANDIN_PORT": str(STANDIN_PORT), "STANDIN_JOB_MS": "300"}
+    process = subprocess.Popen(
+        ["node", "server.mjs"],
+        cwd=STANDIN_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    # The server prints its line once it listens; EOF (it died, e.g. port 80 taken) ends the loop too.
+    for line in process.stdout:
+        output.append(line)
+        if STARTUP_LINE in line:
+            break
+    if process.poll() is not None:
+        raise RuntimeError(f"the router stand-in did not start:\n{''.join(output)}")
+    # Keep reading its output so that a chatty server never blocks on a full pipe.
+    threading.Thread(target=output.extend, args=(process.stdout,), daemon=True).start()
+    try:
+        yield RouterStandin(base_url="http://127.0.0.1")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass(frozen=True)
+class Server:
+    """The simulator or the router stand-in, as the tests that run against both see them."""
+
+    name: str
+    base_url: str
+    blob_api_url: str
+    paid_by: Callable[[str], list[int]]  # atomic amounts a wallet paid, in order
+    nonces_of: Callable[[str], set[str]]  # the EIP-3009 nonces (lower-case hex) of its settled payments
+
+
+# What the simulator is set to when compared with the router: the router's validation order, and an upload
+# size limit equal to the stand-in's (a server-side rule the client cannot know).
+SIMULATOR_AS_ROUTER: dict[str, Any] = {
+    "validation_order": "after_payment",
+    "max_upload_bytes": 8 * 1024 * 1024,
+}
+
+
+@pytest.fixture(params=["simulator", "router"])
+def server(request: pytest.FixtureRequest, make_sim: Callable[..., Any]) -> Server:
+    """Each test that takes it runs twice: against the simulator (router settings) and the router stand-in."""
+    if request.param == "router":
+        standin: RouterStandin = request.getfixturevalue("router_standin")
+
+        def standin_nonces(address: str) -> set[str]:
+            prefix = address.lower() + ":"
+            return {n.removeprefix(prefix) for n in standin.chain()["usedNonces"] if n.startswith(prefix)}
+
+        return Server(
+            "router", standin.base_url, standin.blob_api_url, standin.transfers_from, standin_nonces
+        )
+    sim = make_sim(**SIMULATOR_AS_ROUTER)
+
+    def payments(address: str) -> list[dict[str, Any]]:
+        return [p for p in sim.state()["ledger"]["payments"] if p["payer"].lower() == address.lower()]
+
+    return Server(
+        "simulator",
+        sim.base_url,
+        sim.blob_api_url,
+        lambda address: [int(p["amount"]) for p in payments(address)],
+        lambda address: {str(p["nonce"]).lower() for p in payments(address)},
+    )
+
+
+# The flow test saves a wallet Block the way the Prefect tests do.
+from tests.prefect.conftest import make_wallet  # noqa: E402, F401
