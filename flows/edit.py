@@ -40,6 +40,7 @@ from prefect_stablestudio.flows.artifacts import (
 from prefect_stablestudio.flows.batch import EditBatch
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.storage import StorageOptions
 from prefect_stablestudio.flows.tasks import load_wallet
 
@@ -194,7 +195,7 @@ async def _run_batch(
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    async with steps.shared_client(wallet) as open_client:
+    async with steps.shared_client(wallet, ReceiptBook.beside(store)) as open_client:
         shared = _Shared(
             prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
             progress=progress, prefix=prefix,
