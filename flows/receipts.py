@@ -188,7 +188,7 @@ class ReceiptBook:
         except FileNotFoundError:
             return []
         if since is not None:
-            paths = [p for p in paths if _day_of(p) is None or _day_of(p) >= since]  # type: ignore[operator]
+            paths = [p for p in paths if (_day_of(p) or since) >= since]
         final: dict[str, Receipt] = {}
         for path, raw in (fs.cat(paths) if paths else {}).items():
             try:
@@ -207,7 +207,7 @@ class ReceiptBook:
 
 
 def _day_of(path: str) -> date | None:
-    folder = path.rsplit("/", 2)[-2] if path.count("/") >= 1 else ""
+    folder = path.rsplit("/", 2)[-2] if "/" in path else ""
     try:
         return date.fromisoformat(folder)
     except ValueError:
