@@ -3,7 +3,8 @@
 Every payment a step's client sends ends in `after_outcome` (settled, unknown or rejected by the server):
 `PaymentRecorder`, installed by the steps' clients (`flows/steps.py`), writes a `Receipt` there and emits the
 payment's event (`blocks/events.py`). That is the one place both facts become known, for uploads and
-edits alike.
+edits alike. `reporting` wraps the same clients and emits the events of what never reaches a payment: a
+refusal by the policy or a cap (nothing signed), and a paid job that failed.
 
 Why one small object per receipt and not one appended file: appending is not atomic on S3 (an "append" is a
 read, then a rewrite of the whole object), so two workers paying at once would lose each other's lines. Each
@@ -30,8 +31,8 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,14 +41,16 @@ from urllib.parse import unquote, urlsplit
 from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_stablestudio.blocks.budget import current_flow_run_id
+from prefect_stablestudio.blocks.budget import SpendCapExceeded, current_flow_run_id
 from prefect_stablestudio.blocks.events import (
+    JOB_FAILED,
     PAYMENT_REFUSED,
     PAYMENT_SETTLED,
     PAYMENT_UNKNOWN,
     emit_spend_event,
     money_fields,
 )
+from prefect_stablestudio.client.errors import BudgetExceeded, JobFailed, PolicyRefused
 from prefect_stablestudio.client.money import plain_usd
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.flows.intents import IntentStore, default_intent_url
@@ -55,9 +58,10 @@ from prefect_stablestudio.flows.storage import StorageOptions, local_path
 
 if TYPE_CHECKING:
     from prefect_stablestudio.blocks import StableStudioWallet
+    from prefect_stablestudio.client.studio import StableStudioClient
     from prefect_stablestudio.client.x402 import Quote
 
-__all__ = ["PaymentRecorder", "Receipt", "ReceiptBook", "buying", "route_of"]
+__all__ = ["PaymentRecorder", "Receipt", "ReceiptBook", "buying", "reporting", "route_of"]
 
 Outcome = Literal["settled", "unknown", "rejected"]
 _RANK = {"rejected": 0, "unknown": 1, "settled": 2}
@@ -289,3 +293,26 @@ class PaymentRecorder:
                 "receipt of payment %s (%s, %s) not written to %s: %s", payment.nonce, receipt.route,
                 outcome.status, self.book.url[:200], exc,
             )
+
+
+@asynccontextmanager
+async def reporting(
+    wallet: StableStudioWallet, client: AbstractAsyncContextManager[StableStudioClient]
+) -> AsyncIterator[StableStudioClient]:
+    """Lend `client`, emitting the event of a refusal (policy or cap: nothing signed) or of a paid job that
+    failed as it passes: every step's call goes through here, so each is reported once."""
+    try:
+        async with client as lent:
+            yield lent
+    except PolicyRefused as exc:
+        payload: dict[str, Any] = {"refused_by": "cap" if isinstance(exc, BudgetExceeded) else "policy",
+                                   "reason": exc.reason, "message": str(exc)[:500]}
+        if isinstance(exc, SpendCapExceeded):
+            payload.update(cap=exc.cap_name, limit=exc.cap, asked=exc.asked, asked_usd=plain_usd(exc.asked),
+                           remaining=exc.remaining, remaining_usd=plain_usd(exc.remaining))
+        emit_spend_event(PAYMENT_REFUSED, wallet.public_address, wallet.block_name, payload)
+        raise
+    except JobFailed as exc:
+        emit_spend_event(JOB_FAILED, wallet.public_address, wallet.block_name,
+                         {"job_id": exc.job_id, "error": (exc.error or "")[:500]})
+        raise

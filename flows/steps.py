@@ -23,25 +23,16 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from pydantic import BaseModel, ConfigDict
 
 from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.blocks.budget import SpendCapExceeded
-from prefect_stablestudio.blocks.events import JOB_FAILED, PAYMENT_REFUSED, emit_spend_event
 from prefect_stablestudio.client import tls_context
-from prefect_stablestudio.client.errors import (
-    BudgetExceeded,
-    JobFailed,
-    PolicyRefused,
-    RateLimited,
-    StableStudioError,
-    UpstreamError,
-)
+from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
-from prefect_stablestudio.client.money import plain_usd, to_dollars
+from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
-from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying
+from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
 from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
 from prefect_stablestudio.flows.storage import (
     InputImage,
@@ -105,7 +96,7 @@ def own_client(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) 
     """`open_client` that opens (and closes) a new client of `wallet` per step.
 
     Every payment gets a receipt in `receipts` (default: the book beside the default intent store) and an
-    event; refusals and failed paid jobs get an event (`_reporting`).
+    event; refusals and failed paid jobs get an event (`receipts.reporting`).
 
     Example:
         ```python
@@ -115,32 +106,9 @@ def own_client(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) 
     book = receipts or ReceiptBook()
 
     def open_client(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return _reporting(wallet, wallet.get_client(hooks=PaymentRecorder(wallet, book, hooks)))
+        return reporting(wallet, wallet.get_client(hooks=PaymentRecorder(wallet, book, hooks)))
 
     return open_client
-
-
-@asynccontextmanager
-async def _reporting(
-    wallet: StableStudioWallet, client: AbstractAsyncContextManager[StableStudioClient]
-) -> AsyncIterator[StableStudioClient]:
-    """Lend `client`, emitting the event of a refusal (policy or cap: nothing signed) or of a paid job that
-    failed as it passes: every step's call goes through here, so each is reported once."""
-    try:
-        async with client as lent:
-            yield lent
-    except PolicyRefused as exc:
-        payload: dict[str, Any] = {"refused_by": "cap" if isinstance(exc, BudgetExceeded) else "policy",
-                                   "reason": exc.reason, "message": str(exc)[:500]}
-        if isinstance(exc, SpendCapExceeded):
-            payload.update(cap=exc.cap_name, limit=exc.cap, asked=exc.asked, asked_usd=plain_usd(exc.asked),
-                           remaining=exc.remaining, remaining_usd=plain_usd(exc.remaining))
-        emit_spend_event(PAYMENT_REFUSED, wallet.public_address, wallet.block_name, payload)
-        raise
-    except JobFailed as exc:
-        emit_spend_event(JOB_FAILED, wallet.public_address, wallet.block_name,
-                         {"job_id": exc.job_id, "error": (exc.error or "")[:500]})
-        raise
 
 
 class _StepHooks:
@@ -190,7 +158,7 @@ async def shared_client(
                 _STEP_HOOKS.reset(token)
 
         def lend(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-            return _reporting(wallet, borrow(hooks))
+            return reporting(wallet, borrow(hooks))
 
         yield lend
 

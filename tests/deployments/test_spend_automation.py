@@ -34,6 +34,7 @@ from tests.deployments.test_end_to_end import (  # noqa: F401 - fixtures are use
     server,
 )
 from tests.prefect.conftest import payments, png_bytes
+from tests.prefect.events_api import events_when, read_events
 
 pytestmark = pytest.mark.slow
 DEADLINE_SECONDS = 60.0
@@ -68,15 +69,6 @@ def receiver() -> Iterator[Receiver]:
     finally:
         hook.http.shutdown()
         hook.http.server_close()
-
-
-async def _events(prefix: str, resource_id: str) -> list[dict[str, Any]]:
-    body = {"filter": {"event": {"prefix": [prefix]}, "resource": {"id": [resource_id]}}, "limit": 200}
-    async with get_client() as client:
-        response = await client._client.post("/events/filter", json=body)
-        response.raise_for_status()
-        events: list[dict[str, Any]] = response.json()["events"]
-        return events
 
 
 async def _until(what: str, check: Callable[[], Any]) -> Any:
@@ -137,11 +129,7 @@ async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_an
     # One settled event per payment, read back from the server, with the payment's facts.
     wallet_id = f"stablestudio.wallet.{address.lower()}"
 
-    async def settled_events() -> list[dict[str, Any]] | None:
-        found = await _events(PAYMENT_SETTLED, wallet_id)
-        return found if len(found) >= len(ledger) else None
-
-    settled = await _until("8 settled events", settled_events)
+    settled = await events_when(PAYMENT_SETTLED, wallet_id, lambda found: len(found) >= len(ledger))
     by_nonce = {e["payload"]["nonce"].lower(): e for e in settled}
     assert len(settled) == len(by_nonce) == 8
     for paid in ledger:
@@ -154,8 +142,11 @@ async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_an
         assert event["resource"]["stablestudio.wallet.block"] == wallet_name
         assert any(r["prefect.resource.role"] == "flow-run" for r in event["related"])
 
-    crossings = await _events(CAP_CROSSED, wallet_id)
-    crossed = {(e["resource"]["stablestudio.cap"], e["resource"]["stablestudio.threshold"]) for e in crossings}
+    crossings = await read_events(CAP_CROSSED, wallet_id)
+    crossed = {
+        (e["resource"]["stablestudio.cap"], e["resource"]["stablestudio.threshold"])
+        for e in crossings
+    }
     assert crossed >= {("day", "50"), ("day", "80")}
 
     # The automation acted on the server: the deployment is paused, the webhook was called.

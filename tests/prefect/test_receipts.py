@@ -1,29 +1,28 @@
 """Receipts and spend events after a fault soak: the ledger holds one line per payment the simulator settled,
 no more, no less; the CSV totals equal the simulator's; the key appears in no receipt, CSV row or event.
 
-The events are captured by Prefect's own `asserting_and_emitting_events_worker` fixture, which records each
-event in this process and still sends it to the session's Prefect API (reading them back from a server is
-tests/deployments/test_spend_automation.py's job).
+The events are read back from the session's Prefect API (its events filter endpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.testing.fixtures import asserting_and_emitting_events_worker  # noqa: F401 - a fixture
 from typer.testing import CliRunner
 
 from bench.soak import SoakConfig, run_soak
 from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.blocks.events import EVENT_NAMES, PAYMENT_SETTLED, crossed_thresholds
+from prefect_stablestudio.blocks.events import PAYMENT_SETTLED, crossed_thresholds
 from prefect_stablestudio.cli import app
 from prefect_stablestudio.flows.receipts import ReceiptBook, route_of
 from prefect_stablestudio.flows.spend_report import daily_totals, explorer_link, settled_total, write_csv
+from tests.prefect.events_api import events_when
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -45,7 +44,7 @@ def test_routes_thresholds_and_links_are_plain_functions() -> None:
 
 @pytest.mark.timeout(240)
 async def test_receipts_after_a_fault_soak_match_the_simulators_ledger(
-    tmp_path: Path, asserting_and_emitting_events_worker: Any  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     report = await run_soak(SMALL, tmp_path)
     assert report.faults_injected_total > 0
@@ -92,18 +91,22 @@ async def test_receipts_after_a_fault_soak_match_the_simulators_ledger(
     assert result.exit_code == 0, result.output
     assert f"${Decimal(settled_total(receipts)) / 1_000_000:f}".rstrip("0").rstrip(".") in result.output
 
-    # One settled event per settled receipt, with its payload; the key nowhere.
-    events = [e for e in asserting_and_emitting_events_worker._client.events if e.event in EVENT_NAMES]
-    settled_events = {e.payload["nonce"].lower(): e for e in events if e.event == PAYMENT_SETTLED}
+    # One settled event per settled receipt, read back from the Prefect API, with its payload.
+    wallet_id = f"stablestudio.wallet.{report.ledger[0]['payer'].lower()}"
+
+    def all_settled(found: list[dict[str, Any]]) -> bool:
+        return bool(sum(e["event"] == PAYMENT_SETTLED for e in found) >= len(settled))
+
+    events = await events_when("stablestudio.", wallet_id, all_settled)
+    settled_events = {e["payload"]["nonce"].lower(): e for e in events if e["event"] == PAYMENT_SETTLED}
     assert set(settled_events) == set(settled)
     for nonce, event in settled_events.items():
-        assert event.payload["amount"] == settled[nonce].amount
-        assert event.resource.id == f"stablestudio.wallet.{settled[nonce].wallet.lower()}"
-        assert any(r.role == "flow-run" for r in event.related)
+        assert event["payload"]["amount"] == settled[nonce].amount
+        assert any(r["prefect.resource.role"] == "flow-run" for r in event["related"])
 
     secrets = await _secrets_of(report.wallet_block)
     texts = [p.read_text() for p in book_dir.rglob("*.json")] + [out.read_text(), result.output]
-    texts += [e.model_dump_json() for e in events]
+    texts += [json.dumps(e) for e in events]
     for text in texts:
         for secret in secrets:
             assert secret not in text.lower()
