@@ -13,14 +13,15 @@ emitted where it becomes known, once:
 
 The resource is the wallet: `prefect.resource.id` is `stablestudio.wallet.<address, lowercase>`, labelled with
 the block name (`stablestudio.wallet.block`); a cap crossing also carries `stablestudio.cap` (`run`, `day`,
-`lifetime`) and `stablestudio.threshold` (`50`, `80`, `100`) as labels, so an automation can match them. The
-flow run and its deployment, when there is one, are related resources. Payloads hold public facts only
+`lifetime`) and `stablestudio.threshold` (`50`, `80`, `100`) as labels, so an automation can match them.
+Prefect's events worker relates each event to the run it was emitted in (flow run, flow, deployment, work
+pool, tags) from the run context, as it does for its own events. Payloads hold public facts only
 (route, amounts, network, recipient, nonce, transaction, job id, cap and remaining): never the key, never the
 signed authorization.
 
 Emitting never fails the caller: `emit_spend_event` logs and swallows any error. Prefect's `emit_event`
-only queues the event for a background worker, so the cost per event is building it (bench: `python -m
-bench.events`).
+builds the event and queues it; its events worker thread attaches the run's resources and sends it. About
+1 ms of CPU per event in all, most of it in Prefect's worker (`python -m bench.events`).
 
 Example:
     ```python
@@ -51,7 +52,6 @@ __all__ = [
     "crossed_thresholds",
     "emit_spend_event",
     "money_fields",
-    "run_related",
     "wallet_resource",
     "wallet_resource_id",
 ]
@@ -96,27 +96,6 @@ def wallet_resource(address: str, block_name: str | None, **labels: str) -> dict
         "stablestudio.wallet.block": block_name or "",
         **labels,
     }
-
-
-def run_related() -> list[dict[str, str]]:
-    """The current flow run and its deployment (when there is one) as related resources; [] outside runs."""
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    related: list[dict[str, str]] = []
-    flow_ctx = FlowRunContext.get()
-    flow_run = flow_ctx.flow_run if flow_ctx is not None else None
-    if flow_run is not None:
-        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
-                        "prefect.resource.role": "flow-run", "prefect.resource.name": flow_run.name})
-        if flow_run.deployment_id is not None:
-            related.append({"prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}",
-                            "prefect.resource.role": "deployment"})
-        return related
-    task_ctx = TaskRunContext.get()
-    if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
-        related.append({"prefect.resource.id": f"prefect.flow-run.{task_ctx.task_run.flow_run_id}",
-                        "prefect.resource.role": "flow-run"})
-    return related
 
 
 def money_fields(amount: int) -> dict[str, Any]:
@@ -165,7 +144,6 @@ def emit_spend_event(
         emit_event(
             name,
             resource=wallet_resource(address, block_name, **(labels or {})),
-            related=run_related(),
             payload=payload,
         )
     except Exception as exc:  # an event is a report: it never fails the payment or the edit it reports
