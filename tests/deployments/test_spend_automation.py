@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from tests.deployments.test_end_to_end import (  # noqa: F401 - fixtures are use
     server,
 )
 from tests.prefect.conftest import payments, png_bytes
-from tests.prefect.events_api import events_when, read_events
+from tests.prefect.events_api import events_when, read_events, restart_events_worker
 
 pytestmark = pytest.mark.slow
 DEADLINE_SECONDS = 60.0
@@ -71,6 +71,16 @@ def receiver() -> Iterator[Receiver]:
         hook.http.server_close()
 
 
+@pytest.fixture
+async def events_to_this_server(on_server: str) -> AsyncIterator[None]:  # noqa: F811
+    """Events go to this module's server during the test, and to whatever API comes next after it."""
+    await restart_events_worker()
+    try:
+        yield
+    finally:
+        await restart_events_worker()
+
+
 async def _until(what: str, check: Callable[[], Any]) -> Any:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
@@ -83,7 +93,7 @@ async def _until(what: str, check: Callable[[], Any]) -> Any:
 
 async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_and_notifies(
     server: tuple[str, dict[str, str]],  # noqa: F811
-    on_server: str,  # noqa: F811
+    events_to_this_server: None,
     make_sim: Callable[..., Any],
     receiver: Receiver,
     tmp_path: Path,
@@ -164,3 +174,4 @@ async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_an
     key = (await StableStudioWallet.aload(wallet_name)).private_key.get_secret_value().lower()
     for text in [str(settled), str(crossings), *(b.decode() for b in receiver.bodies)]:
         assert key.removeprefix("0x") not in text.lower()
+

@@ -7,6 +7,14 @@ import time
 from typing import Any
 
 from prefect.client.orchestration import get_client
+from prefect.events.worker import EventsWorker
+
+
+async def restart_events_worker() -> None:
+    """Stop Prefect's events workers (after sending what they hold), so the next event starts one for the API
+    now configured: a running worker keeps the API URL it started with (the worker is keyed by client type,
+    not URL), and tests switch between the session's API and a `prefect server start` of their own."""
+    await EventsWorker.drain_all()  # type: ignore[misc]
 
 
 async def read_events(prefix: str, resource_id: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,18 @@ from typer.testing import CliRunner
 
 from bench.soak import SoakConfig, run_soak
 from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.blocks.events import PAYMENT_SETTLED, crossed_thresholds
+from prefect_stablestudio.blocks.events import (
+    JOB_FAILED,
+    PAYMENT_REFUSED,
+    PAYMENT_SETTLED,
+    crossed_thresholds,
+)
 from prefect_stablestudio.cli import app
+from prefect_stablestudio.flows import EditItem, EditOptions, edit_images
 from prefect_stablestudio.flows.receipts import ReceiptBook, route_of
 from prefect_stablestudio.flows.spend_report import daily_totals, explorer_link, settled_total, write_csv
-from tests.prefect.events_api import events_when
+from tests.prefect.conftest import png_bytes
+from tests.prefect.events_api import events_when, restart_events_worker
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -46,6 +54,7 @@ def test_routes_thresholds_and_links_are_plain_functions() -> None:
 async def test_receipts_after_a_fault_soak_match_the_simulators_ledger(
     tmp_path: Path,
 ) -> None:
+    await restart_events_worker()  # to the session's API, whatever an earlier test pointed it at
     report = await run_soak(SMALL, tmp_path)
     assert report.faults_injected_total > 0
     book_dir = tmp_path / "intents" / "receipts"
@@ -103,6 +112,10 @@ async def test_receipts_after_a_fault_soak_match_the_simulators_ledger(
     for nonce, event in settled_events.items():
         assert event["payload"]["amount"] == settled[nonce].amount
         assert any(r["prefect.resource.role"] == "flow-run" for r in event["related"])
+    # Each failed paid job the simulator injected was an event with its job id.
+    failed_jobs = [e for e in events if e["event"] == JOB_FAILED]
+    assert len(failed_jobs) >= sum(n for k, n in report.faults_injected.items() if k.endswith(":job_failure"))
+    assert all(e["payload"]["job_id"] for e in failed_jobs)
 
     secrets = await _secrets_of(report.wallet_block)
     texts = [p.read_text() for p in book_dir.rglob("*.json")] + [out.read_text(), result.output]
@@ -117,3 +130,43 @@ async def _secrets_of(block_name: str) -> list[str]:
     wallet = await StableStudioWallet.aload(block_name)
     key = wallet.private_key.get_secret_value().lower()
     return [key, key.removeprefix("0x")]
+
+
+async def test_a_cap_refusal_and_a_policy_refusal_are_events_with_the_cap_and_what_remains(
+    sim: Any, make_wallet: Callable[..., Any], tmp_path: Path
+) -> None:
+    await restart_events_worker()
+    # The lifetime cap pays one upload ($0.01) and refuses the edit ($0.03); nothing is signed for it.
+    name, wallet, key = await make_wallet(sim, max_usd_total="0.02")
+    image = tmp_path / "cat.png"
+    image.write_bytes(png_bytes())
+    capped = await edit_images(
+        name, [EditItem(images=[str(image)])], str(tmp_path / "out"), prompt="snow",
+        options=EditOptions(resolution="0.5 MP"), intent_store_url=str(tmp_path / "intents"),
+        fail_on_error=False,
+    )
+    assert [o.status for o in capped.outcomes] == ["refused"]
+    # The per-call cap ($0.005) refuses the upload itself: the policy, before any hook.
+    strict_name, _, strict_key = await make_wallet(sim, max_usd_per_call="0.005")
+    strict = await edit_images(
+        strict_name, [EditItem(images=[str(image)])], str(tmp_path / "out2"), prompt="snow",
+        intent_store_url=str(tmp_path / "intents"), fail_on_error=False,
+    )
+    assert [o.status for o in strict.outcomes] == ["refused"]
+
+    wallet_id = f"stablestudio.wallet.{wallet.public_address.lower()}"
+    (cap_event,) = await events_when(PAYMENT_REFUSED, wallet_id, lambda found: len(found) >= 1)
+    payload = cap_event["payload"]
+    assert payload["refused_by"] == "cap" and payload["cap"] == "lifetime"
+    assert (payload["limit"], payload["asked"], payload["remaining"]) == (20_000, 30_000, 10_000)
+    assert payload["remaining_usd"] == "0.01"
+    assert cap_event["resource"]["stablestudio.wallet.block"] == name
+    (settled,) = await events_when(PAYMENT_SETTLED, wallet_id, lambda found: len(found) >= 1)
+    assert settled["payload"]["route"] == "upload"
+
+    strict_id = f"stablestudio.wallet.{StableStudioWallet(private_key=strict_key).public_address.lower()}"
+    (policy_event,) = await events_when(PAYMENT_REFUSED, strict_id, lambda found: len(found) >= 1)
+    assert policy_event["payload"]["refused_by"] == "policy"
+    for event in (cap_event, settled, policy_event):
+        assert key.removeprefix("0x") not in json.dumps(event)
+        assert strict_key.removeprefix("0x") not in json.dumps(event)
