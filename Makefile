@@ -91,10 +91,14 @@ clean:
 screenshots: $(LINKS)
 	$(BIN)/python scripts/screenshots.py
 
-## Register deployments/prefect.yaml on the Prefect server of PREFECT_API_URL (see the comments in that file).
+## Register deployments/prefect.yaml on the Prefect server of PREFECT_API_URL (see the comments in that file),
+## then the spend automation (deployments/automations.py): a wallet's day cap past 80 % pauses scheduled-edits
+## and notifies through the notification block NOTIFY_BLOCK (block-type-slug/name; empty: pause only).
+NOTIFY_BLOCK ?= custom-webhook/stablestudio-spend-alerts
 deploy: $(LINKS)
 	$(BIN)/prefect work-pool create stablestudio --type process --overwrite
 	$(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+	$(BIN)/python deployments/automations.py --notify "$(NOTIFY_BLOCK)"
 
 worker: $(LINKS)
 	$(BIN)/prefect worker start --pool stablestudio

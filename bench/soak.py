@@ -114,6 +114,9 @@ class SoakReport:
     lost_upload_replies: int = 0
     problems: list[str] = field(default_factory=list)
     spent_usdc: str = "0"
+    wallet_block: str = ""
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+    """The simulator's settled payments of the soak's wallet (the receipts ledger is checked against it)."""
 
     @property
     def ok(self) -> bool:
@@ -165,6 +168,7 @@ async def run_soak(config: SoakConfig, workdir: Path | None = None) -> SoakRepor
             )
             name = f"soak-{uuid.uuid4().hex[:10]}"
             await wallet.save(name, overwrite=True)
+            report.wallet_block = name
             outcomes: dict[str, Any] = {}
             upload_fees = Decimal(0)
             for number in range(1, config.passes + 1):
@@ -196,6 +200,9 @@ async def run_soak(config: SoakConfig, workdir: Path | None = None) -> SoakRepor
                 if all(o.ok for o in result.outcomes):
                     break
             state = sim.state()
+            report.ledger = [
+                p for p in state["ledger"]["payments"] if p["payer"].lower() == account.address.lower()
+            ]
             store = IntentStore(store_url)
             intents = {o.idempotency_key: await store.get(o.idempotency_key) for o in outcomes.values()}
             _account(report, state, account.address, outcomes, intents, upload_fees)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import math
 import random
 import weakref
@@ -51,8 +52,14 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalC
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
+from prefect_stablestudio.blocks.events import (
+    CAP_CROSSED,
+    CAP_LABELS,
+    crossed_thresholds,
+    emit_spend_event,
+)
 from prefect_stablestudio.client.errors import BudgetExceeded
-from prefect_stablestudio.client.money import format_usd
+from prefect_stablestudio.client.money import format_usd, plain_usd
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
 
 if TYPE_CHECKING:
@@ -195,6 +202,7 @@ class SpendBudget:
         per_day: rolling 24 h cap, atomic units.
         lifetime: lifetime cap, atomic units.
         flow_run_id: the flow run the per-run cap applies to.
+        wallet_name: the wallet block's name, for the events (`stablestudio.cap.crossed`).
 
     Example:
         ```python
@@ -212,8 +220,10 @@ class SpendBudget:
         per_day: int | None = None,
         lifetime: int | None = None,
         flow_run_id: str | None = None,
+        wallet_name: str | None = None,
     ) -> None:
         self.address = address
+        self.wallet_name = wallet_name
         limits: list[CapLimit] = []
         if per_run is not None and flow_run_id is not None:
             limits.append(
@@ -335,6 +345,7 @@ class SpendBudget:
                     raise
                 acquired = {item["name"] for item in response.json()}
                 if acquired == set(names):
+                    await self._report_crossings(client, amount)
                     return
                 # Strictness beyond `strict=True` (which only checks that *some* limit exists): a limit
                 # deleted between ensure() and now would otherwise be skipped silently.
@@ -348,6 +359,34 @@ class SpendBudget:
                 await self.ensure()
             missing = sorted(set(names) - acquired)
             raise RuntimeError(f"spend limits {missing} vanished while reserving; nothing was signed")
+
+    async def _report_crossings(self, client: Any, amount: int) -> None:
+        """Emit `stablestudio.cap.crossed` for each threshold this increment of `amount` took a cap past.
+
+        The one place a cap's count grows, so each crossing is seen once per increment. Counts are what the
+        caps hold (a run's float included), read back after the increment; never raises.
+        """
+        from prefect.events.worker import should_emit_events
+
+        if not should_emit_events():
+            return  # no reads for events nobody receives
+        try:
+            for cap in self.limits:
+                after = cap.limit - _remaining(await client.read_global_concurrency_limit_by_name(cap.name))
+                for percent in crossed_thresholds(cap.limit, after - amount, after):
+                    label = CAP_LABELS[cap.cap_name]
+                    emit_spend_event(
+                        CAP_CROSSED, self.address, self.wallet_name,
+                        {"cap": cap.cap_name, "threshold_percent": percent, "limit_name": cap.name,
+                         "limit": cap.limit, "limit_usd": plain_usd(cap.limit),
+                         "reserved": after, "remaining": cap.limit - after,
+                         "remaining_usd": plain_usd(cap.limit - after), "increment": amount},
+                        labels={"stablestudio.cap": label, "stablestudio.threshold": str(percent)},
+                    )
+        except Exception as exc:  # reporting never refuses or fails a payment
+            logging.getLogger("prefect_stablestudio.events").warning(
+                "cap crossings not reported: %s", type(exc).__name__
+            )
 
     async def refund(self, amount: int) -> None:
         """Give back a reservation whose payment moved no money (the server rejected it)."""

@@ -192,6 +192,11 @@ class StableStudioWallet(CredentialsBlock):
         assert self.address is not None
         return self.address
 
+    @property
+    def block_name(self) -> str | None:
+        """The name this wallet was saved or loaded under (None for an unsaved one): events label it."""
+        return self._block_document_name
+
     def policy(self) -> WalletPolicy:
         """The client-side policy: networks, payTo allow-list and the per-call cap."""
         return WalletPolicy(
@@ -227,6 +232,7 @@ class StableStudioWallet(CredentialsBlock):
             per_day=caps["rolling 24 h"],
             lifetime=caps["lifetime"],
             flow_run_id=flow_run_id,
+            wallet_name=self.block_name,
         )
 
     async def ensure_budget_limits(self, flow_run_id: str | None = None) -> SpendBudget:

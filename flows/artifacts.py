@@ -34,7 +34,10 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
+from prefect_stablestudio.client.money import plain_usd
 from prefect_stablestudio.flows.models import EditOutcome
+from prefect_stablestudio.flows.receipts import Receipt
+from prefect_stablestudio.flows.spend_report import daily_totals, explorer_link
 from prefect_stablestudio.flows.storage import StorageOptions, presign
 
 __all__ = [
@@ -147,8 +150,10 @@ async def summary_artifact(
     caps: dict[str, int | None],
     remaining: dict[str, int],
     storage_options: StorageOptions | None = None,
+    receipts: Sequence[Receipt] | None = None,
 ) -> None:
-    """A markdown summary: counts, spend this run, what remains under each cap, before/after images."""
+    """A markdown summary: counts, spend this run, what remains under each cap, the run's receipts (read from
+    the receipts ledger, as `prefect-stablestudio spend` reads it), before/after images."""
     ok = sum(1 for o in outcomes if o.ok)
     lines = [
         "# StableStudio edits",
@@ -165,6 +170,8 @@ async def summary_artifact(
         left = remaining.get(name)
         lines.append(f"| {name} | {_usd(cap)} | {_usd(left) if left is not None else '-'} |")
     lines.append("")
+    if receipts is not None:
+        lines += _receipt_lines(receipts)
     owed = [p for o in outcomes for p in o.unreconciled_payments]
     if owed:
         lines += [
@@ -208,6 +215,26 @@ async def summary_artifact(
             markdown, key=artifact_key(prefix, "summary"), description="StableStudio run summary"
         ),
     )
+
+
+def _receipt_lines(receipts: Sequence[Receipt]) -> list[str]:
+    """The run's receipts from the ledger: totals per route, then up to SUMMARY_EDITS payments."""
+    lines = ["## Receipts of this run", "", f"{len(receipts)} payment(s) in the receipts ledger.", ""]
+    totals = daily_totals(receipts)
+    if totals:
+        lines += ["| day | route | payments | settled |", "| --- | --- | --- | --- |"]
+        lines += [f"| {t.day} | {t.route} | {t.payments} | ${plain_usd(t.amount)} |" for t in totals]
+        lines.append("")
+    if receipts:
+        lines += ["| route | amount | outcome | transaction |", "| --- | --- | --- | --- |"]
+        for r in receipts[:SUMMARY_EDITS]:
+            link = explorer_link(r.network, r.transaction)
+            tx = f"`{r.transaction or '-'}`"
+            if r.transaction and link:
+                tx = f"[{r.transaction[:12]}...]({link})"
+            lines.append(f"| {r.route} | ${plain_usd(r.amount)} | {r.outcome} | {tx} |")
+        lines.append("")
+    return lines
 
 
 class BatchProgress:

@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Annotated, Any, cast
@@ -40,6 +41,7 @@ from prefect_stablestudio.flows.artifacts import (
 from prefect_stablestudio.flows.batch import EditBatch
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.receipts import Receipt, ReceiptBook
 from prefect_stablestudio.flows.storage import StorageOptions
 from prefect_stablestudio.flows.tasks import load_wallet
 
@@ -194,7 +196,8 @@ async def _run_batch(
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
     chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
-    async with steps.shared_client(wallet) as open_client:
+    book, started = ReceiptBook.beside(store), datetime.now(UTC).date()
+    async with steps.shared_client(wallet, book) as open_client:
         shared = _Shared(
             prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
             progress=progress, prefix=prefix,
@@ -232,7 +235,7 @@ async def _run_batch(
     caps: dict[str, int | None] = {str(k): v for k, v in wallet.caps().items()}
     await summary_artifact(
         outcomes, prefix=prefix, wallet_address=wallet.public_address, spent=spent, caps=caps,
-        remaining=remaining, storage_options=storage_options,
+        remaining=remaining, storage_options=storage_options, receipts=await _run_receipts(book, started),
     )
     get_run_logger().info(
         "%d of %d edits saved; this run spent $%s", len(result.succeeded), len(outcomes), spent
@@ -243,6 +246,16 @@ async def _run_batch(
             "; ".join(f"{p.what} {p.nonce} ${p.amount_usd} {p.status}" for p in owed),
         )
     return result
+
+
+async def _run_receipts(book: ReceiptBook, since: date) -> list[Receipt] | None:
+    """This run's receipts from the ledger (None when it cannot be read: the summary says nothing then)."""
+    run_id = current_flow_run_id()
+    try:
+        return [r for r in await book.read(since=since) if r.flow_run_id == run_id]
+    except Exception as exc:
+        get_run_logger().warning("receipts ledger %s not read: %s", book.url[:200], exc)
+        return None
 
 
 @flow(

@@ -38,6 +38,7 @@ from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.storage import (
     StorageOptions,
     content_type_for,
@@ -139,7 +140,8 @@ async def submit_generation(
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
     return await steps.submit_route(
-        steps.own_client(block), block, model, operation, body, idempotency_key, store
+        steps.own_client(block, ReceiptBook.beside(store)), block, model, operation, body, idempotency_key,
+        store,
     )
 
 

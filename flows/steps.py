@@ -32,6 +32,7 @@ from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
 from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
 from prefect_stablestudio.flows.storage import (
     InputImage,
@@ -91,17 +92,21 @@ class FailedBeforePayment(StableStudioError):
     """A transient failure before anything was signed: retrying cannot pay twice."""
 
 
-def own_client(wallet: StableStudioWallet) -> OpenClient:
+def own_client(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> OpenClient:
     """`open_client` that opens (and closes) a new client of `wallet` per step.
+
+    Every payment gets a receipt in `receipts` (default: the book beside the default intent store) and an
+    event; refusals and failed paid jobs get an event (`receipts.reporting`).
 
     Example:
         ```python
         blob = await upload(own_client(wallet), image)
         ```
     """
+    book = receipts or ReceiptBook()
 
     def open_client(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return wallet.get_client(hooks=hooks)
+        return reporting(wallet, wallet.get_client(hooks=PaymentRecorder(wallet, book, hooks)))
 
     return open_client
 
@@ -126,12 +131,14 @@ class _StepHooks:
 
 
 @asynccontextmanager
-async def shared_client(wallet: StableStudioWallet) -> AsyncIterator[OpenClient]:
+async def shared_client(
+    wallet: StableStudioWallet, receipts: ReceiptBook | None = None
+) -> AsyncIterator[OpenClient]:
     """One client (one pool) for many steps: yields an `open_client` lending it with a step's hooks.
 
     Steps of concurrent edits may share it when each edit runs in its own asyncio task (`asyncio.gather` and
     `create_task` make one): a step's hooks live in a context variable of the task that runs it, so one
-    edit's payment is never persisted under another edit's record.
+    edit's payment is never persisted under another edit's record. Receipts and events as in `own_client`.
 
     Example:
         ```python
@@ -139,15 +146,19 @@ async def shared_client(wallet: StableStudioWallet) -> AsyncIterator[OpenClient]
             image = await upload(open_client, image)
         ```
     """
-    async with wallet.get_client(hooks=_StepHooks()) as client:
+    book = receipts or ReceiptBook()
+    async with wallet.get_client(hooks=PaymentRecorder(wallet, book, _StepHooks())) as client:
 
         @asynccontextmanager
-        async def lend(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
+        async def borrow(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
             token = _STEP_HOOKS.set(hooks)
             try:
                 yield client
             finally:
                 _STEP_HOOKS.reset(token)
+
+        def lend(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
+            return reporting(wallet, borrow(hooks))
 
         yield lend
 
@@ -169,12 +180,13 @@ async def upload(
     log = PaymentLog()
     async with open_client(log) as client:
         try:
-            result = await client.upload_detailed(
-                image.source,
-                filename=filename or image.filename,
-                content_type=image.content_type,
-                storage_options=storage_options,
-            )
+            with buying([image.uri]):
+                result = await client.upload_detailed(
+                    image.source,
+                    filename=filename or image.filename,
+                    content_type=image.content_type,
+                    storage_options=storage_options,
+                )
         except Exception as exc:
             # This call's own log: the client may be shared with edits that signed meanwhile.
             if not log.signed and is_transient(exc):
@@ -256,10 +268,12 @@ async def submit_route(
         intent = intent.model_copy(update=update)
     hooks = IntentHooks(store, intent, defer_settled=True)
     try:
+        inputs = [rec["uri"] for rec in intent.inputs if rec.get("uri")] or _image_urls(body)
         async with open_client(hooks) as client:
-            job = await client.submit_generation(
-                model, operation, body, payment=resend, idempotency_key=idempotency_key
-            )
+            with buying(inputs):
+                job = await client.submit_generation(
+                    model, operation, body, payment=resend, idempotency_key=idempotency_key
+                )
     except BaseException:
         try:
             await hooks.flush()  # a settled payment is on record before the error goes on
@@ -283,6 +297,11 @@ async def submit_route(
         job_id=job.job_id, idempotency_key=idempotency_key, payment=job.payment or resend,
         transaction=transaction or None, paid_now=paid_now,
     )
+
+
+def _image_urls(body: dict[str, Any]) -> list[str]:
+    images = body.get("images") or body.get("image_urls") or []
+    return [str(i) for i in images] if isinstance(images, list) else []
 
 
 async def wait(

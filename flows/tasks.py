@@ -34,6 +34,7 @@ from prefect_stablestudio.client.models import EditRequest, JobResult
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.steps import FailedBeforePayment, PaidJob, UploadedImage, is_transient
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions, read_input
 
@@ -159,7 +160,8 @@ async def submit_edit(
     """
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    return await steps.submit(steps.own_client(block), block, request, idempotency_key, store)
+    open_client = steps.own_client(block, ReceiptBook.beside(store))
+    return await steps.submit(open_client, block, request, idempotency_key, store)
 
 
 @task(

@@ -10,6 +10,7 @@ Example:
     prefect-stablestudio wallet create my-wallet --max-total 5   # key: $STABLESTUDIO_PRIVATE_KEY or a prompt
     prefect-stablestudio edit photo.png --prompt "make it snow" --wallet my-wallet
     prefect-stablestudio budget my-wallet
+    prefect-stablestudio spend --wallet my-wallet --since 2026-12-01 --csv spend.csv
     ```
 """
 
@@ -264,6 +265,58 @@ def budget(name: Annotated[str, typer.Argument(help="Wallet block name.")]) -> N
             console.print(f"  {run_id}: spent {usd(spent)} of {usd(limit)}")
     if not any(row.spent is not None for row in report.rows):
         console.print("No 24 h or lifetime cap is set, so Prefect keeps no running total for this wallet.")
+
+
+@app.command()
+def spend(
+    wallet: Annotated[
+        str | None, typer.Option("--wallet", help="Only this wallet: its block name or its address.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only payments on or after this day (YYYY-MM-DD, UTC).")
+    ] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per payment, with an explorer link.")
+    ] = None,
+    receipts: Annotated[
+        str | None,
+        typer.Option("--receipts", help="The receipts ledger (local path or fsspec URL); default: the one "
+                     "beside the default intent store, $PREFECT_HOME/stablestudio/intents/receipts."),
+    ] = None,
+) -> None:
+    """Settled spend by day and route from the receipts ledger; payments of unknown outcome listed apart."""
+    from datetime import date
+
+    from rich.table import Table
+
+    from prefect_stablestudio.client.money import plain_usd
+    from prefect_stablestudio.flows.receipts import ReceiptBook
+    from prefect_stablestudio.flows.spend_report import daily_totals, settled_total, write_csv
+
+    try:
+        day = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise typer.BadParameter(f"{since!r} is not a day (YYYY-MM-DD)", param_hint="--since") from None
+    book = ReceiptBook(receipts)
+    found = run(book.read(since=day))
+    if wallet:
+        found = [r for r in found if wallet == r.wallet_block or wallet.lower() == r.wallet.lower()]
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("day", "route", "payments", "spent (USD)"):
+        table.add_column(column)
+    for row in daily_totals(found):
+        table.add_row(row.day.isoformat(), row.route, str(row.payments), plain_usd(row.amount))
+    console.print(table)
+    console.print(f"Total settled: ${plain_usd(settled_total(found))} in "
+                  f"{sum(1 for r in found if r.outcome == 'settled')} payments ({book.url}).")
+    unknown = [r for r in found if r.outcome == "unknown"]
+    if unknown:
+        console.print(f"{len(unknown)} payment(s) of unknown outcome (reconcile by nonce):")
+        for r in unknown:
+            console.print(f"  {r.time:%Y-%m-%d %H:%M} {r.route} ${plain_usd(r.amount)} nonce {r.nonce}")
+    if csv_file is not None:
+        rows = write_csv(found, csv_file)
+        console.print(f"Wrote {rows} rows to {csv_file}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-__all__ = ["USDC_DECIMALS", "format_usd", "to_atomic", "to_dollars"]
+__all__ = ["USDC_DECIMALS", "format_usd", "plain_usd", "to_atomic", "to_dollars"]
 
 USDC_DECIMALS = 6
 _SCALE = Decimal(10) ** USDC_DECIMALS
@@ -40,3 +40,13 @@ def to_atomic(dollars: Decimal | str | int) -> int:
 def format_usd(atomic: int) -> str:
     """A human string such as "$0.030000"."""
     return f"${Decimal(atomic) / _SCALE:.6f}"
+
+
+def plain_usd(atomic: int) -> str:
+    """Dollars as a plain decimal string for files and payloads: no exponent, no trailing zeros.
+
+    Example:
+        >>> plain_usd(10_000_000), plain_usd(40_000), plain_usd(0)
+        ('10', '0.04', '0')
+    """
+    return f"{to_dollars(atomic):f}"
