@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.client import tls_context
+from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
 from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
 from prefect_stablestudio.client.money import to_dollars
@@ -33,13 +34,8 @@ from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
 from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
-from prefect_stablestudio.flows.storage import (
-    InputImage,
-    StorageOptions,
-    content_type_for,
-    sha256_hex,
-    write_bytes,
-)
+from prefect_stablestudio.flows.result_files import write_chunks
+from prefect_stablestudio.flows.storage import InputImage, StorageOptions
 
 OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
 """`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
@@ -331,59 +327,66 @@ async def wait(
         )
 
 
-async def download(
-    url: str, *, download_timeout: float = 60.0, open_client: OpenClient | None = None
-) -> tuple[bytes, str]:
-    """Fetch a result URL at once (they expire): its bytes, and the content type its header names ("" if
-    none). No credentials are sent.
+@asynccontextmanager
+async def open_download(
+    url: str,
+    *,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
+    download_timeout: float = 60.0,
+    open_client: OpenClient | None = None,
+) -> AsyncIterator[ResultStream]:
+    """Open a result URL (they expire: at once) as a bounded, checked stream; see `open_result`.
 
-    With `open_client`, the download goes through that client's connection pool; otherwise through a
-    short-lived HTTP client of its own.
+    With `open_client`, the download goes through that client's connection pool and its wallet's limits;
+    otherwise through a short-lived HTTP client of its own and the default limits. `max_bytes` overrides
+    the limit for `media`. No credentials are sent.
 
     Example:
         ```python
-        data, content_type = await download(result.image_url)
+        async with open_download(result.image_url) as result:
+            written = await write_chunks(result.chunks(), "s3://edits/cat.png")
         ```
     """
-    if not url.startswith(("https://", "http://")):
-        raise ValueError("result URL must be http(s)")
     if open_client is not None:
         async with open_client(None) as client:
-            return await client.download(url), ""
+            async with client.stream_download(url, media=media, max_bytes=max_bytes) as result:
+                yield result
+        return
     # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU).
-    async with httpx.AsyncClient(
-        verify=tls_context(), timeout=download_timeout, follow_redirects=True
-    ) as http:
-        response = await http.get(url)
-        response.raise_for_status()
-    return response.content, response.headers.get("content-type", "").split(";", 1)[0]
+    async with httpx.AsyncClient(verify=tls_context(), timeout=download_timeout) as http:
+        async with open_result(http, url, media=media, max_bytes=max_bytes) as result:
+            yield result
 
 
 async def save(
-    image_url: str,
-    destination: str,
+    url: str,
+    destination: str | Callable[[str], str],
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
     open_client: OpenClient | None = None,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
 ) -> SavedResult:
-    """Download a result at once and write it to `destination`; see `tasks.save_result`.
+    """Stream a result at once into `destination`, hashing it on the way; see `tasks.save_result`.
 
-    With `open_client`, the download goes through that client's connection pool (see `download`).
+    The body never sits whole in memory; it is written under a temporary name and committed whole, or not
+    at all (see `result_files`). `destination` may be a function of the sniffed content type (e.g. to pick
+    the extension). Limits and checks: `open_download`.
 
     Example:
         ```python
         saved = await save(result.image_url, "s3://edits/cat.png")
         ```
     """
-    data, header_type = await download(
-        image_url, download_timeout=download_timeout, open_client=open_client
-    )
-    await write_bytes(data, destination, storage_options)
-    digest = sha256_hex(data)
+    async with open_download(
+        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, open_client=open_client
+    ) as result:
+        target = destination(result.content_type) if callable(destination) else destination
+        written = await write_chunks(result.chunks(), target, storage_options)
     get_run_logger().log(
-        STEP_LOG_LEVEL.get(), "saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12]
+        STEP_LOG_LEVEL.get(), "saved %d bytes (%s) to %s (sha256 %s)",
+        written.size, result.content_type, target, written.sha256[:12],
     )
-    return SavedResult(
-        uri=destination, sha256=digest, size=len(data), content_type=header_type or content_type_for(data)
-    )
+    return SavedResult(uri=target, sha256=written.sha256, size=written.size, content_type=result.content_type)

@@ -18,7 +18,8 @@ import asyncio
 import inspect
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -36,6 +37,13 @@ from prefect_stablestudio.client._http import (
     tls_context,
 )
 from prefect_stablestudio.client.catalog import GenerationBody
+from prefect_stablestudio.client.downloads import (
+    MAX_IMAGE_RESULT_BYTES,
+    MAX_VIDEO_RESULT_BYTES,
+    ResultMedia,
+    ResultStream,
+    open_result,
+)
 from prefect_stablestudio.client.errors import (
     JobFailed,
     JobNotFound,
@@ -92,6 +100,8 @@ class StableStudioClient:
         resend_backoff: seconds before the first re-send (grows linearly).
         tempo_rpc_url: Tempo RPC asked before signing an MPP charge (`policy.payment_method` "mpp" or
             "auto"); default `$STABLESTUDIO_TEMPO_RPC_URL` or https://rpc.tempo.xyz.
+        max_image_result_bytes: downloads of image results stop with `ResultTooLarge` past this (64 MiB).
+        max_video_result_bytes: the same for video results (2 GiB).
     """
 
     def __init__(
@@ -109,6 +119,8 @@ class StableStudioClient:
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
         tempo_rpc_url: str | None = None,
+        max_image_result_bytes: int = MAX_IMAGE_RESULT_BYTES,
+        max_video_result_bytes: int = MAX_VIDEO_RESULT_BYTES,
     ) -> None:
         self._signer = load_signer(private_key)
         self.base_url = check_url(
@@ -123,6 +135,10 @@ class StableStudioClient:
         self.policy = policy or WalletPolicy()
         self.hooks: PaymentHooks = hooks or NoHooks()
         self.max_upload_bytes = max_upload_bytes
+        self.max_result_bytes: dict[ResultMedia, int] = {
+            "image": max_image_result_bytes,
+            "video": max_video_result_bytes,
+        }
         self.stats = ClientStats()
         self._timeout = timeout
         self._max_connections = max_connections
@@ -454,17 +470,42 @@ class StableStudioClient:
             flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key
         )
 
-    async def download(self, url: str) -> bytes:
-        """Fetch a result URL (they expire after about 20 minutes: download at once). No credentials are sent.
+    @asynccontextmanager
+    async def stream_download(
+        self, url: str, *, media: ResultMedia = "image", max_bytes: int | None = None
+    ) -> AsyncIterator[ResultStream]:
+        """Open a result URL as a bounded stream of chunks (results expire after ~20 min: fetch at once).
+
+        The Content-Length and then the bytes received are held to `max_bytes` (default: this client's
+        limit for `media`), and the first bytes must be an image (or, for "video", a video or a GIF). No
+        credentials are sent; redirects are followed, each hop checked.
+
+        Example:
+            ```python
+            async with client.stream_download(result.video_url, media="video") as result:
+                async for chunk in result.chunks():
+                    out.write(chunk)
+            ```
 
         Raises:
+            ResultTooLarge: over the limit (announced, or at most one chunk past it while reading).
+            UnexpectedMediaType: the first bytes are not the expected media.
             UpstreamError: e.g. 410 when the URL expired.
         """
-        check_url(url, "download URL")
         session, _ = self._ensure_open()
         self.stats.requests["download"] += 1
         assert session.http is not None
-        response = await session.http.get(url, follow_redirects=True)
-        check_url(str(response.url), "download URL")
-        raise_for_status(response, f"GET {url}")
-        return response.content
+        limit = self.max_result_bytes[media] if max_bytes is None else max_bytes
+        async with open_result(session.http, url, media=media, max_bytes=limit) as result:
+            yield result
+
+    async def download(
+        self, url: str, *, media: ResultMedia = "image", max_bytes: int | None = None
+    ) -> bytes:
+        """A small result's bytes, with the limits and checks of `stream_download` (prefer that for videos).
+
+        Raises:
+            ResultTooLarge, UnexpectedMediaType, UpstreamError: see `stream_download`.
+        """
+        async with self.stream_download(url, media=media, max_bytes=max_bytes) as result:
+            return b"".join([chunk async for chunk in result.chunks()])
