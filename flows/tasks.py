@@ -209,11 +209,14 @@ async def save_result(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
+    max_result_bytes: int | None = None,
 ) -> SavedResult:
     """Download a result at once (its URL expires in about 20 minutes) and write it to `destination`.
 
     `destination` is a full file path or fsspec URL (s3://bucket/key.png); local parents are created. Returns
-    the URI and the sha256 of the bytes written.
+    the URI and the sha256 of the bytes written. The result is streamed (never held whole), written under a
+    temporary name and committed whole; over `max_result_bytes` (default 64 MiB) or not an image, it stops
+    with `ResultTooLarge` / `UnexpectedMediaType` and nothing is left at `destination`.
 
     Example:
         ```python
@@ -222,5 +225,6 @@ async def save_result(
         ```
     """
     return await steps.save(
-        image_url, destination, storage_options=storage_options, download_timeout=download_timeout
+        image_url, destination, storage_options=storage_options, download_timeout=download_timeout,
+        max_bytes=max_result_bytes,
     )
