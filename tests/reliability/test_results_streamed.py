@@ -108,7 +108,7 @@ async def test_an_endless_body_stops_within_a_chunk_of_the_limit_in_bounded_memo
     assert not error.announced and error.limit == limit
     assert limit < error.seen <= limit + DOWNLOAD_CHUNK_BYTES
     assert "24 MiB" in str(error) and "download stopped" in str(error)
-    assert sent.bytes >= limit - BLOCK  # the server really sent that much: the limit, not a timeout, stopped it
+    assert sent.bytes >= limit - BLOCK  # the server did send that much: the limit stopped it
     assert peak < 6 * MIB, f"peak {peak / MIB:.1f} MiB while streaming a {limit // MIB} MiB limit"
 
 
