@@ -36,6 +36,7 @@ from prefect_stablestudio.client._http import (
     raise_for_status,
     tls_context,
 )
+from prefect_stablestudio.client.blob_api import probe_blob_api
 from prefect_stablestudio.client.catalog import GenerationBody
 from prefect_stablestudio.client.downloads import (
     MAX_IMAGE_RESULT_BYTES,
@@ -141,6 +142,7 @@ class StableStudioClient:
         }
         self.stats = ClientStats()
         self._timeout = timeout
+        self._blob_api_reachable = False  # probed before this client's first paid upload
         self._max_connections = max_connections
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
         self._turnarounds: dict[float, TurnaroundHistory] = {}
@@ -456,7 +458,8 @@ class StableStudioClient:
             storage_options: fsspec options for URL sources (e.g. an S3 endpoint).
 
         Raises:
-            InvalidRequest: not an allowed image, too large, unreadable (nothing paid).
+            InvalidRequest: not an allowed image, too large, unreadable, or (once per client, before the
+                first upload pays) a blob API whose host cannot be reached (nothing paid).
         """
         _, flow = self._ensure_open()
         opened = await open_source(
@@ -466,9 +469,20 @@ class StableStudioClient:
             max_bytes=self.max_upload_bytes,
             storage_options=storage_options,
         )
+        await self._check_blob_api()
         return await upload_opened(
             flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key
         )
+
+    async def _check_blob_api(self) -> None:
+        """Probe the blob API once per client, before its first upload pays (see `blob_api`)."""
+        if self._blob_api_reachable:
+            return
+        session, _ = self._ensure_open()
+        assert session.http is not None
+        self.stats.requests["blob_probe"] += 1
+        await probe_blob_api(session.http, self.blob_api_url)
+        self._blob_api_reachable = True
 
     @asynccontextmanager
     async def stream_download(
