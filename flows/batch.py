@@ -227,11 +227,14 @@ class EditBatch:
         self, open_client: OpenClient, outcome: EditOutcome, inputs: list[InputImage]
     ) -> list[UploadedImage]:
         uploaded: list[UploadedImage] = []
+        uploads = self.store.uploads()  # paid tickets, kept before their PUT and reused while valid
         for image in inputs:
             for delay in (*_UPLOAD_RETRY_DELAYS, None):
                 try:
                     uploaded.append(
-                        await steps.upload(open_client, image, storage_options=self.storage_options)
+                        await steps.upload(
+                            open_client, image, storage_options=self.storage_options, store=uploads
+                        )
                     )
                     break
                 except FailedBeforePayment as exc:

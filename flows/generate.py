@@ -266,7 +266,10 @@ async def generate(
     blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
     need_upload = len(blob_urls) != len(inputs) or not all(blob_urls)
     if intent.job_id is None and intent.payment is None and need_upload:
-        uploaded = [await upload_image(wallet, image, storage_options=storage_options) for image in inputs]
+        uploaded = [
+            await upload_image(wallet, image, storage_options=storage_options, intent_store=store)
+            for image in inputs
+        ]
         upload_cost = sum(u.cost for u in uploaded)
         blob_urls = [u.blob_url for u in uploaded]
         records = [

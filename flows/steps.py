@@ -15,12 +15,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.client import tls_context
@@ -36,6 +36,7 @@ from prefect_stablestudio.flows.models import SavedResult
 from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
 from prefect_stablestudio.flows.result_files import write_chunks
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions
+from prefect_stablestudio.flows.tickets import TicketBook
 
 OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
 """`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
@@ -64,6 +65,9 @@ class UploadedImage(BaseModel):
     sha256: str
     blob_url: str
     cost: int = 0
+    ticket_reused: bool = Field(default=False, description="Uploaded with a ticket paid earlier: no new fee.")
+    tickets_bought: int = Field(default=1, description="Tickets this upload paid for now (2: a further fee).")
+    rebought_because: Literal["expired", "refused"] | None = None
 
 
 class PaidJob(BaseModel):
@@ -154,22 +158,37 @@ async def upload(
     *,
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
+    store: IntentStore | None = None,
 ) -> UploadedImage:
     """Upload one image (streamed); see `prefect_stablestudio.flows.tasks.upload_image` for the errors.
 
+    With `store`, the upload's paid ticket is recorded as soon as it arrives (before the PUT) under a key of
+    the wallet, the input and its name, and a retry or rerun uses it while it is valid: one fee per upload.
+    A further ticket (the kept one expired or was refused) is logged at WARNING and counted in
+    `UploadedImage.tickets_bought`.
+
     Example:
         ```python
-        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"))
+        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"), store=store)
         ```
     """
     log = PaymentLog()
+    name = filename or image.filename
     async with open_client(log) as client:
+        book = await TicketBook.open(store, client.address, image, name) if store is not None else None
+        if book is not None and book.finished_blob is not None:
+            return UploadedImage(
+                uri=image.uri, sha256=image.sha256, blob_url=book.finished_blob, cost=0, ticket_reused=True,
+                tickets_bought=0,
+            )
         try:
             result = await client.upload_detailed(
                 image.source,
-                filename=filename or image.filename,
+                filename=name,
                 content_type=image.content_type,
                 storage_options=storage_options,
+                ticket=book.held if book is not None else None,
+                on_ticket=book.keep if book is not None else None,
             )
         except Exception as exc:
             # This call's own log: the client may be shared with edits that signed meanwhile.
@@ -180,10 +199,24 @@ async def upload(
                 raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
             raise
     cost = sum(p.amount for p in result.payments)
-    get_run_logger().log(
-        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost)
+    logger = get_run_logger()
+    if result.rebought_because is not None:
+        logger.warning(
+            "upload of %s bought a further ticket ($%s) because the one paid earlier %s",
+            image.uri[:200], to_dollars(result.payments[-1].amount) if result.payments else 0,
+            "had expired" if result.rebought_because == "expired" else "was refused by the blob API",
+        )
+    if book is not None:
+        await book.finish(image, result.blob_url)
+    logger.log(
+        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s%s", image.uri[:200], result.size,
+        to_dollars(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
     )
-    return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
+    return UploadedImage(
+        uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost,
+        ticket_reused=result.ticket_reused, tickets_bought=len(result.payments),
+        rebought_because=result.rebought_because,
+    )
 
 
 async def submit(

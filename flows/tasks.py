@@ -100,8 +100,12 @@ async def upload_image(
     *,
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
+    intent_store: IntentStore | str | None = None,
 ) -> UploadedImage:
     """Upload an image (local path, fsspec URL such as s3://bucket/key, or bytes) and return its blob URL.
+
+    The paid ticket is recorded in `intent_store`'s `uploads` folder before the PUT (default under
+    PREFECT_HOME): a retry or rerun of the same upload uses it while it is valid (~5 min), paying nothing.
 
     Costs one upload fee ($0.01). Retried only when it failed before anything was signed. The file is
     streamed, never held whole. `source` may also be an `InputImage` from `read_input` (not read again).
@@ -121,8 +125,10 @@ async def upload_image(
         image = source
     else:
         image = await read_input(source, storage_options, name=filename or "")
+    store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
     return await steps.upload(
-        steps.own_client(block), image, filename=filename, storage_options=storage_options
+        steps.own_client(block), image, filename=filename, storage_options=storage_options,
+        store=store.uploads(),
     )
 
 

@@ -9,8 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -191,7 +193,8 @@ class JobResult(BaseModel):
 
 
 class UploadTicket(BaseModel):
-    """The reply to `POST /api/upload`: a short-lived client token for one blob PUT."""
+    """The reply to `POST /api/upload`: a short-lived client token for one blob PUT. Paid for ($0.01): kept
+    (flows persist it before the PUT) and reused for the PUT and the confirm until `valid_until`."""
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
@@ -199,6 +202,27 @@ class UploadTicket(BaseModel):
     client_token: str = Field(alias="clientToken", repr=False)
     pathname: str
     expires_at: datetime = Field(alias="expiresAt")
+
+    @property
+    def valid_until(self) -> datetime:
+        """When the blob API stops taking the token: the token's own `validUntil` (docs/architecture.md §1.4)
+        when it can be read, and never later than `expiresAt`."""
+        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        until = _token_valid_until(self.client_token)
+        return min(until, expires) if until is not None else expires
+
+
+def _token_valid_until(client_token: str) -> datetime | None:
+    """`validUntil` of `vercel_blob_client_<store>_<b64("<hmac>.<b64(json)>")>`; None when unreadable."""
+    try:
+        outer = base64.b64decode(client_token.rsplit("_", 1)[1], validate=True).decode()
+        payload = json.loads(base64.b64decode(outer.split(".", 1)[1]))
+        millis = payload["validUntil"]
+        if isinstance(millis, bool) or not isinstance(millis, int | float):
+            return None
+        return datetime.fromtimestamp(millis / 1000, UTC)
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 class BlobInfo(BaseModel):
@@ -223,5 +247,14 @@ class UploadResult(BaseModel):
     content_type: str
     size: int
     payments: tuple[Payment, ...] = Field(
-        description="Usually one ($0.01); two if the first upload token expired before the bytes went up."
+        description="Usually one ($0.01); two if the first upload token expired before the bytes went up; "
+        "none when a ticket paid earlier was reused."
+    )
+    ticket_reused: bool = Field(
+        default=False, description="The PUT and confirm used a ticket paid earlier (a retry or a rerun)."
+    )
+    rebought_because: Literal["expired", "refused"] | None = Field(
+        default=None,
+        description="Set when a further ticket was bought because one paid earlier had expired or was "
+        "refused by the blob API: that payment is a second fee for the same upload.",
     )

@@ -54,14 +54,21 @@ from prefect_stablestudio.client.errors import (
     UpstreamError,
 )
 from prefect_stablestudio.client.keys import load_signer
-from prefect_stablestudio.client.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
+from prefect_stablestudio.client.models import (
+    EditRequest,
+    Job,
+    JobResult,
+    SubmittedJob,
+    UploadResult,
+    UploadTicket,
+)
 from prefect_stablestudio.client.paying import PaidResponse, PaymentFlow
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
 from prefect_stablestudio.client.session import Session, SiwxMode
 from prefect_stablestudio.client.sources import ImageSource, open_source
-from prefect_stablestudio.client.uploads import upload_opened
+from prefect_stablestudio.client.uploads import TicketCallback, upload_opened
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_BLOB_API_URL", "StableStudioClient"]
 
@@ -442,13 +449,20 @@ class StableStudioClient:
         content_type: str | None = None,
         idempotency_key: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        ticket: UploadTicket | None = None,
+        on_ticket: TicketCallback | None = None,
     ) -> UploadResult:
         """Upload in three steps: paid ticket, streamed PUT to the blob API, SIWX confirm.
 
         The type is checked from the first bytes (JPEG, PNG, GIF, WebP) and the size against
         `max_upload_bytes` before anything is paid. A file is streamed, never read whole (one of 64 KiB or
         less is read at once, in the thread that inspects it). If the upload token expires before the bytes
-        are up, a new ticket is bought: that is a second $0.01 payment, listed in `UploadResult.payments`.
+        are up, a new ticket is bought: that is a second $0.01 payment, listed in `UploadResult.payments`
+        and flagged by `UploadResult.rebought_because`.
+
+        A paid ticket is spent once: pass `on_ticket` to persist each ticket as it arrives (before its PUT),
+        and `ticket` (the persisted one) to retry or rerun the same upload without paying again while the
+        token is valid (`UploadTicket.valid_until`, about 5 minutes).
 
         Args:
             source: a path, bytes, or an fsspec URL (s3://bucket/key.png, memory://x.png, ...).
@@ -456,6 +470,8 @@ class StableStudioClient:
             content_type: optional declared type; must match the bytes.
             idempotency_key: derives the x402 payment-identifier when the server supports it.
             storage_options: fsspec options for URL sources (e.g. an S3 endpoint).
+            ticket: a ticket paid earlier for this very upload (same bytes and name), to use while valid.
+            on_ticket: awaited with each ticket bought (and its payment) before the PUT.
 
         Raises:
             InvalidRequest: not an allowed image, too large, unreadable, or (once per client, before the
@@ -471,7 +487,8 @@ class StableStudioClient:
         )
         await self._check_blob_api()
         return await upload_opened(
-            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key
+            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
+            ticket=ticket, on_ticket=on_ticket,
         )
 
     async def _check_blob_api(self) -> None:
