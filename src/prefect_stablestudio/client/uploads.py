@@ -120,7 +120,10 @@ async def _buy_ticket(
     flow: PaymentFlow, body: dict[str, object], idempotency_key: str | None, earlier: int
 ) -> tuple[UploadTicket, Payment | None]:
     """Pay for a ticket. The idempotency key of a further ticket differs, or it would buy the same one."""
-    key = idempotency_key if idempotency_key is None or earlier == 0 else f"{idempotency_key}:retry{earlier}"
+    if idempotency_key is None or earlier == 0:
+        key = idempotency_key
+    else:
+        key = f"{idempotency_key}:retry" + (str(earlier) if earlier > 1 else "")
     paid = await flow.post("upload", "/api/upload", body, idempotency_key=key)
     try:
         return UploadTicket.model_validate(paid.data), paid.payment
