@@ -156,8 +156,14 @@ async def test_nothing_is_left_in_a_local_folder_after_an_oversized_result(
 ) -> None:
     base, _ = hostile
     target = tmp_path / "out" / "edit.png"
-    with pytest.raises(ResultTooLarge):
-        await steps.save(f"{base}/endless.png", str(target), max_bytes=3 * MIB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResultTooLarge):
+            await steps.save(f"{base}/endless.png", str(target), max_bytes=24 * MIB)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * MIB  # streamed to the file: never held
     assert not target.exists()
     assert list((tmp_path / "out").iterdir()) == []  # no temporary file either
     with pytest.raises(UnexpectedMediaType):
