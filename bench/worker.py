@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -398,7 +399,7 @@ async def run_save(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
                 return 1 if written.size == sizes[name] else 0
 
             await save("warm.png", destination)  # lazy imports, the first connections
-            point = await measure(lambda target=destination: save("result.png", target))
+            point = await measure(functools.partial(save, "result.png", destination))
             point.update(destination=where, size_mb=size / (1024 * 1024))
             points.append(point)
             if where == "local":

@@ -150,6 +150,7 @@ class StableStudioClient:
         self.stats = ClientStats()
         self._timeout = timeout
         self._blob_api_reachable = False  # probed before this client's first paid upload
+        self._blob_api_probe = asyncio.Lock()  # 100 first uploads at once send one probe, not 100
         self._max_connections = max_connections
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
         self._turnarounds: dict[float, TurnaroundHistory] = {}
@@ -495,11 +496,14 @@ class StableStudioClient:
         """Probe the blob API once per client, before its first upload pays (see `blob_api`)."""
         if self._blob_api_reachable:
             return
-        session, _ = self._ensure_open()
-        assert session.http is not None
-        self.stats.requests["blob_probe"] += 1
-        await probe_blob_api(session.http, self.blob_api_url)
-        self._blob_api_reachable = True
+        async with self._blob_api_probe:
+            if self._blob_api_reachable:
+                return
+            session, _ = self._ensure_open()
+            assert session.http is not None
+            self.stats.requests["blob_probe"] += 1
+            await probe_blob_api(session.http, self.blob_api_url)
+            self._blob_api_reachable = True
 
     @asynccontextmanager
     async def stream_download(
