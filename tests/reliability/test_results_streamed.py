@@ -176,7 +176,7 @@ async def test_nothing_is_left_in_s3_after_an_oversized_result(
 ) -> None:
     base, _ = hostile
     uri = f"s3://{s3_bucket}/renders/edit.png"
-    # 20 MiB: two 8 MiB parts of a multipart upload are sent before the limit is passed.
+    # 20 MiB: parts of a multipart upload (5 MiB each) are sent before the limit is passed.
     with pytest.raises(ResultTooLarge):
         await steps.save(f"{base}/endless.png", uri, storage_options=s3_storage_options, max_bytes=20 * MIB)
     s3fs_filesystem.invalidate_cache()
