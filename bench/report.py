@@ -21,6 +21,8 @@ HEADLINES = (
     ("sign_ms_eip191", "EIP-191 signature (SIWX)", "ms", "<= 0.5 ms"),
     ("cpu_ratio_vs_raw", "CPU per edit, flow / raw protocol", "x", "<= 1.3 x"),
     ("upload_peak_rss_mb", "Peak RSS above baseline, big upload", "MB", "<= 40 MB"),
+    ("save_local_peak_rss_mb", "Peak RSS above baseline, big result to a folder", "MB", "<= 64 MB"),
+    ("save_s3_peak_rss_mb", "Peak RSS above baseline, big result to S3 (moto)", "MB", "<= 64 MB"),
 )
 
 

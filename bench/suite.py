@@ -4,7 +4,8 @@ Baselines come from the same run on the same machine, so the figures are ratios 
 - batch: `edit_images` wall time against ceil(N / concurrency) x latency + the wall time of the same N
   uploads at the same concurrency (bare client);
 - CPU: CPU per edit of that flow run against the raw-protocol script (`bench.raw`) doing the same N edits;
-- memory: peak RSS during a large upload against the same process's RSS just before it.
+- memory: peak RSS during a large upload against the same process's RSS just before it, and the same while
+  a large result is streamed to a local folder and to S3 (moto).
 
 The batch phases (raw script, bare client, flow) run `batch_rounds` times, interleaved, and each keeps its
 best round (`best_of`): on a shared machine other work only ever adds CPU and wall time, and one round's
@@ -38,6 +39,8 @@ GOALS: dict[str, float] = {
     "sign_ms_eip191": 0.5,
     "cpu_ratio_vs_raw": 1.3,
     "upload_peak_rss_mb": 40.0,
+    "save_local_peak_rss_mb": 64.0,
+    "save_s3_peak_rss_mb": 64.0,
 }
 
 
@@ -57,6 +60,7 @@ class Sizes:
     batch_n: int = 200
     batch_concurrency: int = 50
     upload_mb: float = 200.0
+    save_mb: float = 1024.0
     sign_iterations: int = 2000
     scale_client: tuple[int, ...] = (1, 10, 100, 1000)
     scale_flow: tuple[int, ...] = (1, 10, 100, 1000)
@@ -70,6 +74,7 @@ QUICK = Sizes(
     batch_n=10,
     batch_concurrency=10,
     upload_mb=50.0,
+    save_mb=128.0,
     sign_iterations=300,
     scale_client=(1, 10, 100),
     scale_flow=(1, 10),
@@ -167,6 +172,7 @@ class Suite:
             self.progress("signing")
             out.update(measure_signing(s.sign_iterations))
             out.update(self._upload_memory(sim))
+            out.update(self._save_memory())
             (uploads,) = self.points("uploads", sim, fast, batch, s.latency)
             scale_client = self.points(
                 "client", scale_sim, fast, [(n, n) for n in s.scale_client], s.scale_latency
@@ -204,6 +210,18 @@ class Suite:
             "upload_size_mb": result["size_mb"],
             "upload_wall_s": result["wall_s"],
         }
+
+
+    def _save_memory(self) -> dict[str, Any]:
+        self.progress(f"saving a {self.sizes.save_mb:g} MB result (local folder, then S3 on moto)")
+        points = run_worker({"mode": "save", "size_mb": self.sizes.save_mb})["points"]
+        out: dict[str, Any] = {"save_size_mb": self.sizes.save_mb}
+        for point in points:
+            where = point["destination"]
+            out[f"save_{where}_peak_rss_mb"] = point["rss_peak_mb"] - point["rss_before_mb"]
+            out[f"save_{where}_rss_baseline_mb"] = point["rss_before_mb"]
+            out[f"save_{where}_wall_s"] = point["wall_s"]
+        return out
 
 
 def summarise(

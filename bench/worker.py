@@ -6,6 +6,8 @@ Modes:
 - `flow`: one `edit_images` flow run per point (needs PREFECT_API_URL).
 - `uploads`: small uploads with the client (the upload share of the ideal batch time).
 - `upload`: one upload of a generated file of `size_mb` with the client, for peak memory.
+- `save`: one result of `size_mb` streamed from a loopback HTTP server (its own process) into a local folder,
+  then into S3 (moto, its own process), through the flows' save path, for peak memory.
 
 `BENCH_PROFILE=/tmp/prof` in the environment writes a cProfile of the measured points to /tmp/prof.<mode>.
 
@@ -18,7 +20,9 @@ at its peak, and the simulator's request counts and CPU for that point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -363,6 +367,76 @@ async def run_upload(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]
     return [measured]
 
 
+async def run_save(spec: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    """Peak RSS while streaming a `size_mb` result to a local folder and to S3; servers in other processes."""
+    from prefect_stablestudio.flows.result_files import write_chunks
+    from prefect_stablestudio.flows.steps import open_download
+
+    size = int(spec["size_mb"] * 1024 * 1024)
+    served = os.path.join(out_dir, "served")
+    os.makedirs(served)
+    make_big_png(os.path.join(served, "result.png"), size)
+    make_big_png(os.path.join(served, "warm.png"), 4096)
+    sizes = {"result.png": size, "warm.png": 4096}
+    with contextlib.ExitStack() as stack:
+        files = stack.enter_context(_serving([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                                              "--directory", served], "http.server"))
+        s3 = stack.enter_context(_serving([os.path.join(os.path.dirname(sys.executable), "moto_server"),
+                                           "-H", "127.0.0.1"], "moto"))
+        options = {"client_kwargs": {"endpoint_url": s3}, "key": "bench", "secret": "bench"}
+        import s3fs
+
+        s3fs.S3FileSystem(**options).mkdir("bench-results")
+        points: list[dict[str, Any]] = []
+        for where, destination in (
+            ("local", os.path.join(out_dir, "saved", "result.png")),
+            ("s3", "s3://bench-results/result.png"),
+        ):
+
+            async def save(name: str, target: str) -> int:
+                async with open_download(f"{files}/{name}", max_bytes=size + 1) as result:
+                    written = await write_chunks(result.chunks(), target, options)
+                return 1 if written.size == sizes[name] else 0
+
+            await save("warm.png", destination)  # lazy imports, the first connections
+            point = await measure(functools.partial(save, "result.png", destination))
+            point.update(destination=where, size_mb=size / (1024 * 1024))
+            points.append(point)
+            if where == "local":
+                os.unlink(destination)
+    return points
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], what: str) -> Any:
+    """Run a loopback server on a free port in its own process; yield its base URL once it answers."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    flag = "-p" if what == "moto" else None
+    args = [*command, flag, str(port)] if flag else [*command, str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{what} ended (exit {proc.returncode})") from None
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{what} never answered on {url}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def make_big_png(path: str, size: int) -> None:
     """A file of `size` bytes that starts like a PNG (signature and IHDR) and is filler after that."""
     head = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000100000001008060000001ff3ff61")
@@ -386,6 +460,7 @@ MODES: dict[str, Callable[[dict[str, Any], str], Coroutine[Any, Any, list[dict[s
     "flow": run_flow,
     "uploads": run_uploads,
     "upload": run_upload,
+    "save": run_save,
 }
 
 

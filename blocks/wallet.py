@@ -17,6 +17,7 @@ from prefect.blocks.abstract import CredentialsBlock
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from prefect_stablestudio.blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
+from prefect_stablestudio.client.downloads import MAX_IMAGE_RESULT_BYTES, MAX_VIDEO_RESULT_BYTES, ResultMedia
 from prefect_stablestudio.client.money import to_atomic
 from prefect_stablestudio.client.policy import (
     BASE_MAINNET,
@@ -137,6 +138,18 @@ class StableStudioWallet(CredentialsBlock):
             "Sign quotes more than 50% above a route's published price (the per-call cap still applies). "
             "Off by default: such a quote is refused before signing."
         ),
+    )
+    max_image_result_bytes: int = Field(
+        default=MAX_IMAGE_RESULT_BYTES,
+        ge=1,
+        title="Largest image result (bytes)",
+        description="A downloaded image result over this many bytes is refused (default 64 MiB).",
+    )
+    max_video_result_bytes: int = Field(
+        default=MAX_VIDEO_RESULT_BYTES,
+        ge=1,
+        title="Largest video result (bytes)",
+        description="A downloaded video result over this many bytes is refused (default 2 GiB).",
     )
     max_usd_per_call: Decimal = _usd_field(
         Decimal("0.50"), "Cap per call (USD)", "Largest single payment, in USD."
@@ -286,8 +299,17 @@ class StableStudioWallet(CredentialsBlock):
             policy=self.policy(),
             hooks=bound,
             blob_api_url=self.blob_api_url,
-            **{"tempo_rpc_url": self.tempo_rpc_url, **client_kwargs},
+            **{
+                "tempo_rpc_url": self.tempo_rpc_url,
+                "max_image_result_bytes": self.max_image_result_bytes,
+                "max_video_result_bytes": self.max_video_result_bytes,
+                **client_kwargs,
+            },
         )
+
+    def result_limit(self, media: ResultMedia) -> int:
+        """The most a downloaded result of `media` ("image" or "video") may weigh, in bytes."""
+        return self.max_image_result_bytes if media == "image" else self.max_video_result_bytes
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StableStudioWallet:

@@ -113,6 +113,7 @@ class EditBatch:
         max_wait_seconds: how long to wait for each job.
         expected_job_seconds: typical job duration (the first poll comes near it).
         job_progress: a progress artifact per job (single edits; a batch has its own).
+        max_result_bytes: the most a result may weigh; None: the wallet's image limit.
         step_log_level: level of the steps' lines (uploaded, submitted, job status, saved).
         outcome_log_level: level of the one line per saved edit (failures are logged as errors).
     """
@@ -127,6 +128,7 @@ class EditBatch:
     max_wait_seconds: float
     expected_job_seconds: float
     job_progress: bool = True
+    max_result_bytes: int | None = None
     step_log_level: int = logging.INFO
     outcome_log_level: int = logging.INFO
     # Two identical items of one batch share a key: the second waits and reuses the first's paid job.
@@ -225,11 +227,14 @@ class EditBatch:
         self, open_client: OpenClient, outcome: EditOutcome, inputs: list[InputImage]
     ) -> list[UploadedImage]:
         uploaded: list[UploadedImage] = []
+        uploads = self.store.uploads()  # paid tickets, kept before their PUT and reused while valid
         for image in inputs:
             for delay in (*_UPLOAD_RETRY_DELAYS, None):
                 try:
                     uploaded.append(
-                        await steps.upload(open_client, image, storage_options=self.storage_options)
+                        await steps.upload(
+                            open_client, image, storage_options=self.storage_options, store=uploads
+                        )
                     )
                     break
                 except FailedBeforePayment as exc:
@@ -299,7 +304,8 @@ class EditBatch:
         if not result.image_url:
             raise RuntimeError(f"job {paid.job_id} completed without an image URL")
         saved = await steps.save(
-            result.image_url, target, storage_options=self.storage_options, open_client=open_client
+            result.image_url, target, storage_options=self.storage_options, open_client=open_client,
+            max_bytes=self.max_result_bytes,
         )
         latest = await self.store.get(key) or intent
         done = {"status": "complete", "output_uri": saved.uri, "output_sha256": saved.sha256}

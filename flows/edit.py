@@ -168,6 +168,7 @@ async def _run_batch(
     max_wait_seconds: float,
     expected_job_seconds: float,
     artifact_prefix: str,
+    max_result_bytes: int | None = None,
     edits_per_task: int | None = None,
     artifact_per_edit: bool | None = None,
 ) -> BatchResult:
@@ -181,7 +182,7 @@ async def _run_batch(
     batch = EditBatch(
         wallet, store, destination=destination, options=options, storage_options=storage_options,
         user_key=idempotency_key, max_wait_seconds=max_wait_seconds,
-        expected_job_seconds=expected_job_seconds,
+        expected_job_seconds=expected_job_seconds, max_result_bytes=max_result_bytes,
         # A batch shows its progress in one artifact: one per job would cost an API write per poll (~10 ms of
         # CPU per edit, bench/) and bury the batch's own among hundreds.
         job_progress=single,
@@ -274,6 +275,7 @@ async def edit_image(
     idempotency_key: str | None = None,
     intent_store_url: str | None = None,
     max_wait_seconds: float = 600.0,
+    max_result_bytes: int | None = None,
     expected_job_seconds: float = 5.0,
     artifact_prefix: str = "stablestudio",
 ) -> EditOutcome:
@@ -292,6 +294,8 @@ async def edit_image(
         intent_store_url: where payment intents live; default under PREFECT_HOME. Use s3://... when workers
             on several machines may resume each other's runs.
         max_wait_seconds: how long to wait for the job.
+        max_result_bytes: the most the result may weigh; default the wallet's `max_image_result_bytes`
+            (64 MiB). A larger result stops its download with `ResultTooLarge`; nothing is written.
         expected_job_seconds: typical job duration; the first poll comes near it (Flux 2 Pro: about 5 s).
         artifact_prefix: prefix of the artifact keys.
 
@@ -313,6 +317,7 @@ async def edit_image(
         wallet_block=wallet_block, items=[item], prompt=prompt, destination=destination, options=options,
         storage_options=storage_options, idempotency_key=idempotency_key, intent_store_url=intent_store_url,
         intent_storage_options=None, max_concurrency=1, max_wait_seconds=max_wait_seconds,
+        max_result_bytes=max_result_bytes,
         expected_job_seconds=expected_job_seconds, artifact_prefix=artifact_prefix,
     )
     outcome = result.outcomes[0]
@@ -336,6 +341,7 @@ async def edit_images(
     idempotency_key: str | None = None,
     intent_store_url: str | None = None,
     max_wait_seconds: float = 600.0,
+    max_result_bytes: int | None = None,
     expected_job_seconds: float = 5.0,
     fail_on_error: bool = True,
     artifact_prefix: str = "stablestudio",
@@ -364,6 +370,7 @@ async def edit_images(
         idempotency_key: change it to pay deliberately for new edits of the same inputs.
         intent_store_url: where payment intents live; default under PREFECT_HOME.
         max_wait_seconds: how long to wait for each job.
+        max_result_bytes: the most a result may weigh; default the wallet's `max_image_result_bytes`.
         expected_job_seconds: typical job duration; the first poll comes near it (Flux 2 Pro: about 5 s).
         fail_on_error: end the run Failed (raising `EditBatchFailed`, which carries the result) if any edit
             failed; otherwise return the result either way.
@@ -387,6 +394,7 @@ async def edit_images(
         wallet_block=wallet_block, items=list(items), prompt=prompt, destination=destination, options=options,
         storage_options=storage_options, idempotency_key=idempotency_key, intent_store_url=intent_store_url,
         intent_storage_options=None, max_concurrency=max_concurrency, max_wait_seconds=max_wait_seconds,
+        max_result_bytes=max_result_bytes,
         expected_job_seconds=expected_job_seconds, artifact_prefix=artifact_prefix,
         edits_per_task=edits_per_task, artifact_per_edit=artifact_per_edit,
     )

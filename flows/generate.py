@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
 from prefect_stablestudio.client.catalog import CatalogEntry, MediaKind, catalog_entry
+from prefect_stablestudio.client.downloads import ResultMedia
 from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
@@ -45,8 +46,6 @@ from prefect_stablestudio.flows.storage import (
     exists_with_checksum,
     join_uri,
     read_input,
-    sha256_hex,
-    write_bytes,
 )
 from prefect_stablestudio.flows.tasks import (
     PaidJob,
@@ -159,22 +158,23 @@ async def save_media(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 300.0,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
 ) -> SavedResult:
-    """Download a result (image or video) at once and write it as ``folder/stem.<ext>``, the extension
-    following the content type (the header, else the bytes).
+    """Stream a result (image or video) at once into ``folder/stem.<ext>``, the extension following the type
+    sniffed from its first bytes. Held to ``max_bytes`` (default 64 MiB for an image, 2 GiB for a video).
 
     Example:
         ```python
-        saved = await save_media(result.video_url, "s3://renders/", "waves")   # s3://renders/waves.mp4
+        saved = await save_media(result.video_url, "s3://renders/", "waves", media="video")  # waves.mp4
         ```
     """
-    data, header_type = await steps.download(url, download_timeout=download_timeout)
-    content_type = header_type or content_type_for(data)
-    destination = join_uri(folder, f"{stem}.{extension_for(content_type)}")
-    await write_bytes(data, destination, storage_options)
-    digest = sha256_hex(data)
-    get_run_logger().info("saved %d bytes (%s) to %s", len(data), content_type, destination)
-    return SavedResult(uri=destination, sha256=digest, size=len(data), content_type=content_type)
+    saved = await steps.save(
+        url,
+        lambda content_type: join_uri(folder, f"{stem}.{extension_for(content_type)}"),
+        storage_options=storage_options, download_timeout=download_timeout, media=media, max_bytes=max_bytes,
+    )
+    return saved
 
 
 async def _reuse(
@@ -218,6 +218,7 @@ async def generate(
     intent_store_url: str | None = None,
     max_wait_seconds: float | None = None,
     expected_job_seconds: float | None = None,
+    max_result_bytes: int | None = None,
 ) -> GenerationOutcome:
     """Generate one image or video with any catalogued model, paying the quoted price once.
 
@@ -236,6 +237,8 @@ async def generate(
         intent_store_url: where payment intents live (default under PREFECT_HOME).
         max_wait_seconds, expected_job_seconds: poll deadline and typical turnaround; default the registry's
             (videos: minutes).
+        max_result_bytes: the most the result may weigh; default the wallet's limit for its media (64 MiB
+            for an image, 2 GiB for a video). A larger one stops the download with `ResultTooLarge`.
 
     Raises:
         InvalidRequest: unknown route or invalid params (nothing paid).
@@ -265,7 +268,10 @@ async def generate(
     blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
     need_upload = len(blob_urls) != len(inputs) or not all(blob_urls)
     if intent.job_id is None and intent.payment is None and need_upload:
-        uploaded = [await upload_image(wallet, image, storage_options=storage_options) for image in inputs]
+        uploaded = [
+            await upload_image(wallet, image, storage_options=storage_options, intent_store=store)
+            for image in inputs
+        ]
         upload_cost = sum(u.cost for u in uploaded)
         blob_urls = [u.blob_url for u in uploaded]
         records = [
@@ -283,11 +289,15 @@ async def generate(
     if not result.media_url:
         raise RuntimeError(f"job {paid.job_id} completed without a result URL")
     stem = output_name or f"{model}-{operation}-{paid.job_id}"
-    saved = await save_media(result.media_url, destination, stem, storage_options=storage_options)
+    saved = await save_media(
+        result.media_url, destination, stem, storage_options=storage_options, media=entry.media,
+        max_bytes=max_result_bytes or wallet.result_limit(entry.media),
+    )
     thumbnail = None
     if result.thumbnail_url:
         thumbnail = await save_media(
-            result.thumbnail_url, destination, f"{stem}-thumbnail", storage_options=storage_options
+            result.thumbnail_url, destination, f"{stem}-thumbnail", storage_options=storage_options,
+            media="image", max_bytes=wallet.result_limit("image"),
         )
     latest = await store.get(key) or intent
     done = {"status": "complete", "output_uri": saved.uri, "output_sha256": saved.sha256}

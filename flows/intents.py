@@ -21,6 +21,11 @@ single write; the last complete line is the record, so a torn append leaves the 
 are atomic. A record holds the signed authorization (a bearer instrument for that one payment
 to that one recipient), never the private key; local files are created readable by their owner only.
 
+An upload has a record of its own (in the `uploads` folder, keyed by wallet, input and name): its paid ticket
+(`uploadId`, `clientToken`, `pathname`, `expiresAt`) is written as soon as it arrives, before the blob PUT, so
+a retry or a rerun PUTs and confirms with it while its token is valid instead of paying again (status
+`submitted`: ticket held; `complete`: blob URL in `inputs`).
+
 Within one batch, edits with the same key are serialised (the second reuses the first's job). Two separate
 runs working on the same key at the same instant are not: the store has no lock. Keep such runs apart (a
 deployment concurrency limit, or distinct inputs).
@@ -48,6 +53,7 @@ from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.client.errors import PolicyRefused
+from prefect_stablestudio.client.models import UploadTicket
 from prefect_stablestudio.client.payment import Payment, PaymentOutcome
 from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.storage import StorageOptions, local_path
@@ -147,6 +153,12 @@ class PaymentIntent(BaseModel):
     pinned: PaymentTerms | None = Field(
         default=None, description="Recipient, asset and network of the first signature under this key."
     )
+    ticket: UploadTicket | None = Field(
+        default=None, description="An upload's paid ticket, persisted before its PUT (upload records only)."
+    )
+    tickets_bought: int = Field(
+        default=0, description="Upload tickets paid for under this key; more than one is a further fee."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -168,6 +180,10 @@ class IntentStore:
         self.url = (url or default_intent_url()).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self._local_dir = local_path(self.url)
+
+    def uploads(self) -> IntentStore:
+        """The store of upload records (paid tickets), in the `uploads` folder beside the edits' records."""
+        return IntentStore(f"{self.url}/uploads", self.storage_options)
 
     def _path(self, key: str) -> str:
         if not _KEY.fullmatch(key):

@@ -15,15 +15,16 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.client import tls_context
+from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
 from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
 from prefect_stablestudio.client.money import to_dollars
@@ -34,13 +35,9 @@ from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, Payment
 from prefect_stablestudio.flows.models import SavedResult
 from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
 from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
-from prefect_stablestudio.flows.storage import (
-    InputImage,
-    StorageOptions,
-    content_type_for,
-    sha256_hex,
-    write_bytes,
-)
+from prefect_stablestudio.flows.result_files import write_chunks
+from prefect_stablestudio.flows.storage import InputImage, StorageOptions
+from prefect_stablestudio.flows.tickets import TicketBook
 
 OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
 """`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
@@ -69,6 +66,9 @@ class UploadedImage(BaseModel):
     sha256: str
     blob_url: str
     cost: int = 0
+    ticket_reused: bool = Field(default=False, description="Uploaded with a ticket paid earlier: no new fee.")
+    tickets_bought: int = Field(default=1, description="Tickets this upload paid for now (2: a further fee).")
+    rebought_because: Literal["expired", "refused"] | None = None
 
 
 class PaidJob(BaseModel):
@@ -169,23 +169,38 @@ async def upload(
     *,
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
+    store: IntentStore | None = None,
 ) -> UploadedImage:
     """Upload one image (streamed); see `prefect_stablestudio.flows.tasks.upload_image` for the errors.
 
+    With `store`, the upload's paid ticket is recorded as soon as it arrives (before the PUT) under a key of
+    the wallet, the input and its name, and a retry or rerun uses it while it is valid: one fee per upload.
+    A further ticket (the kept one expired or was refused) is logged at WARNING and counted in
+    `UploadedImage.tickets_bought`.
+
     Example:
         ```python
-        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"))
+        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"), store=store)
         ```
     """
     log = PaymentLog()
+    name = filename or image.filename
     async with open_client(log) as client:
+        book = await TicketBook.open(store, client.address, image, name) if store is not None else None
+        if book is not None and book.finished_blob is not None:
+            return UploadedImage(
+                uri=image.uri, sha256=image.sha256, blob_url=book.finished_blob, cost=0, ticket_reused=True,
+                tickets_bought=0,
+            )
         try:
             with buying([image.uri]):
                 result = await client.upload_detailed(
                     image.source,
-                    filename=filename or image.filename,
+                    filename=name,
                     content_type=image.content_type,
                     storage_options=storage_options,
+                    ticket=book.held if book is not None else None,
+                    on_ticket=book.keep if book is not None else None,
                 )
         except Exception as exc:
             # This call's own log: the client may be shared with edits that signed meanwhile.
@@ -196,10 +211,24 @@ async def upload(
                 raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
             raise
     cost = sum(p.amount for p in result.payments)
-    get_run_logger().log(
-        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s", image.uri[:200], result.size, to_dollars(cost)
+    logger = get_run_logger()
+    if result.rebought_because is not None:
+        logger.warning(
+            "upload of %s bought a further ticket ($%s) because the one paid earlier %s",
+            image.uri[:200], to_dollars(result.payments[-1].amount) if result.payments else 0,
+            "had expired" if result.rebought_because == "expired" else "was refused by the blob API",
+        )
+    if book is not None:
+        await book.finish(image, result.blob_url)
+    logger.log(
+        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s%s", image.uri[:200], result.size,
+        to_dollars(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
     )
-    return UploadedImage(uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost)
+    return UploadedImage(
+        uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost,
+        ticket_reused=result.ticket_reused, tickets_bought=len(result.payments),
+        rebought_because=result.rebought_because,
+    )
 
 
 async def submit(
@@ -350,59 +379,66 @@ async def wait(
         )
 
 
-async def download(
-    url: str, *, download_timeout: float = 60.0, open_client: OpenClient | None = None
-) -> tuple[bytes, str]:
-    """Fetch a result URL at once (they expire): its bytes, and the content type its header names ("" if
-    none). No credentials are sent.
+@asynccontextmanager
+async def open_download(
+    url: str,
+    *,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
+    download_timeout: float = 60.0,
+    open_client: OpenClient | None = None,
+) -> AsyncIterator[ResultStream]:
+    """Open a result URL (they expire: at once) as a bounded, checked stream; see `open_result`.
 
-    With `open_client`, the download goes through that client's connection pool; otherwise through a
-    short-lived HTTP client of its own.
+    With `open_client`, the download goes through that client's connection pool and its wallet's limits;
+    otherwise through a short-lived HTTP client of its own and the default limits. `max_bytes` overrides
+    the limit for `media`. No credentials are sent.
 
     Example:
         ```python
-        data, content_type = await download(result.image_url)
+        async with open_download(result.image_url) as result:
+            written = await write_chunks(result.chunks(), "s3://edits/cat.png")
         ```
     """
-    if not url.startswith(("https://", "http://")):
-        raise ValueError("result URL must be http(s)")
     if open_client is not None:
         async with open_client(None) as client:
-            return await client.download(url), ""
+            async with client.stream_download(url, media=media, max_bytes=max_bytes) as result:
+                yield result
+        return
     # The shared TLS context: building one per download parsed the CA bundle again (~20 ms of CPU).
-    async with httpx.AsyncClient(
-        verify=tls_context(), timeout=download_timeout, follow_redirects=True
-    ) as http:
-        response = await http.get(url)
-        response.raise_for_status()
-    return response.content, response.headers.get("content-type", "").split(";", 1)[0]
+    async with httpx.AsyncClient(verify=tls_context(), timeout=download_timeout) as http:
+        async with open_result(http, url, media=media, max_bytes=max_bytes) as result:
+            yield result
 
 
 async def save(
-    image_url: str,
-    destination: str,
+    url: str,
+    destination: str | Callable[[str], str],
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
     open_client: OpenClient | None = None,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
 ) -> SavedResult:
-    """Download a result at once and write it to `destination`; see `tasks.save_result`.
+    """Stream a result at once into `destination`, hashing it on the way; see `tasks.save_result`.
 
-    With `open_client`, the download goes through that client's connection pool (see `download`).
+    The body never sits whole in memory; it is written under a temporary name and committed whole, or not
+    at all (see `result_files`). `destination` may be a function of the sniffed content type (e.g. to pick
+    the extension). Limits and checks: `open_download`.
 
     Example:
         ```python
         saved = await save(result.image_url, "s3://edits/cat.png")
         ```
     """
-    data, header_type = await download(
-        image_url, download_timeout=download_timeout, open_client=open_client
-    )
-    await write_bytes(data, destination, storage_options)
-    digest = sha256_hex(data)
+    async with open_download(
+        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, open_client=open_client
+    ) as result:
+        target = destination(result.content_type) if callable(destination) else destination
+        written = await write_chunks(result.chunks(), target, storage_options)
     get_run_logger().log(
-        STEP_LOG_LEVEL.get(), "saved %d bytes to %s (sha256 %s)", len(data), destination, digest[:12]
+        STEP_LOG_LEVEL.get(), "saved %d bytes (%s) to %s (sha256 %s)",
+        written.size, result.content_type, target, written.sha256[:12],
     )
-    return SavedResult(
-        uri=destination, sha256=digest, size=len(data), content_type=header_type or content_type_for(data)
-    )
+    return SavedResult(uri=target, sha256=written.sha256, size=written.size, content_type=result.content_type)

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from fsspec.core import url_to_fs
 
 from prefect_stablestudio.client.errors import InvalidRequest
+from prefect_stablestudio.client.sources import sniff_media_type
 from prefect_stablestudio.client.studio import DEFAULT_MAX_UPLOAD_BYTES
 
 __all__ = [
@@ -59,12 +60,6 @@ INLINE_BYTES = 256 * 1024
 HELD_BYTES = _CHUNK
 """Inputs up to this size are held in memory after hashing (larger ones are streamed again to upload)."""
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
 
 
 @dataclass(frozen=True)
@@ -94,12 +89,10 @@ def sha256_hex(data: bytes) -> str:
 
 
 def content_type_for(data: bytes, name: str = "") -> str:
-    """The image MIME type, from the bytes' signature first and the name's extension second."""
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
+    """The media type: from the bytes' signature (`sniff_media_type`), else from the name's extension."""
+    sniffed = sniff_media_type(data[:16])
+    if sniffed is not None:
+        return sniffed
     guessed, _ = mimetypes.guess_type(name)
     return guessed or "application/octet-stream"
 

@@ -101,8 +101,12 @@ async def upload_image(
     *,
     filename: str | None = None,
     storage_options: StorageOptions | None = None,
+    intent_store: IntentStore | str | None = None,
 ) -> UploadedImage:
     """Upload an image (local path, fsspec URL such as s3://bucket/key, or bytes) and return its blob URL.
+
+    The paid ticket is recorded in `intent_store`'s `uploads` folder before the PUT (default under
+    PREFECT_HOME): a retry or rerun of the same upload uses it while it is valid (~5 min), paying nothing.
 
     Costs one upload fee ($0.01). Retried only when it failed before anything was signed. The file is
     streamed, never held whole. `source` may also be an `InputImage` from `read_input` (not read again).
@@ -122,8 +126,10 @@ async def upload_image(
         image = source
     else:
         image = await read_input(source, storage_options, name=filename or "")
+    store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
     return await steps.upload(
-        steps.own_client(block), image, filename=filename, storage_options=storage_options
+        steps.own_client(block), image, filename=filename, storage_options=storage_options,
+        store=store.uploads(),
     )
 
 
@@ -211,11 +217,14 @@ async def save_result(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
+    max_result_bytes: int | None = None,
 ) -> SavedResult:
     """Download a result at once (its URL expires in about 20 minutes) and write it to `destination`.
 
     `destination` is a full file path or fsspec URL (s3://bucket/key.png); local parents are created. Returns
-    the URI and the sha256 of the bytes written.
+    the URI and the sha256 of the bytes written. The result is streamed (never held whole), written under a
+    temporary name and committed whole; over `max_result_bytes` (default 64 MiB) or not an image, it stops
+    with `ResultTooLarge` / `UnexpectedMediaType` and nothing is left at `destination`.
 
     Example:
         ```python
@@ -224,5 +233,6 @@ async def save_result(
         ```
     """
     return await steps.save(
-        image_url, destination, storage_options=storage_options, download_timeout=download_timeout
+        image_url, destination, storage_options=storage_options, download_timeout=download_timeout,
+        max_bytes=max_result_bytes,
     )

@@ -76,12 +76,21 @@ async def create_wallet(
 ) -> StableStudioWallet:
     """Validate and save a wallet block, then create the limits behind its caps.
 
+    With another `base_url` than StableStudio's and no `blob_api_url`, the blob API that origin advertises
+    (the simulator does, at `/_sim/info`) is saved as the wallet's `blob_api_url`.
+
     Raises:
         CliError: a block of that name exists and `overwrite` is False.
         pydantic.ValidationError: a field is invalid (the message never quotes the key).
     """
     from prefect_stablestudio.blocks import StableStudioWallet
+    from prefect_stablestudio.client.blob_api import advertised_blob_api
+    from prefect_stablestudio.client.studio import DEFAULT_BASE_URL
 
+    base_url = str(fields.get("base_url") or DEFAULT_BASE_URL)
+    if not fields.get("blob_api_url") and base_url.rstrip("/") != DEFAULT_BASE_URL:
+        # A simulator says where its blob API is: without it, uploads would pay for tickets sent to Vercel.
+        fields = {**fields, "blob_api_url": await advertised_blob_api(base_url)}
     wallet = StableStudioWallet(private_key=private_key, **fields)
     if not overwrite:
         try:

@@ -25,6 +25,8 @@ ISSUE_KEYS = (
     "sign_ms_eip191",
     "cpu_ratio_vs_raw",
     "upload_peak_rss_mb",
+    "save_local_peak_rss_mb",
+    "save_s3_peak_rss_mb",
 )
 
 
@@ -110,6 +112,8 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
         "upload_rss_baseline_mb": 60.0,
         "upload_rss_peak_abs_mb": 110.0,
         "upload_size_mb": 50.0,
+        "save_local_peak_rss_mb": 8.0,
+        "save_s3_peak_rss_mb": 70.0,
     }
     n = QUICK.batch_n
     result = summarise(
@@ -127,6 +131,7 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
     assert result["batch_wall_ratio"] == 5.4 / ideal_batch_seconds(n, QUICK.batch_concurrency, 5.0, 0.5)
     assert result["pass"]["batch_wall_ratio"] and not result["pass"]["upload_peak_rss_mb"]
     assert result["cpu_ratio_vs_raw"] == 2.0 and not result["pass"]["cpu_ratio_vs_raw"]
+    assert result["pass"]["save_local_peak_rss_mb"] and not result["pass"]["save_s3_peak_rss_mb"]
     assert abs(result["cpu_ratio_client_vs_raw"] - 1.2) < 1e-9
     out = io.StringIO()
     print_tables(result, Console(file=out, width=150))

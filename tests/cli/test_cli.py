@@ -15,7 +15,7 @@ from eth_account import Account
 from typer.testing import CliRunner
 
 from prefect_stablestudio.cli import app
-from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
+from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 runner = CliRunner()
 
@@ -188,3 +188,45 @@ def test_demo_runs_end_to_end_on_the_simulator(tmp_path: Path, prefect_api: str)
 
     key = StableStudioWallet.load("stablestudio-demo").private_key.get_secret_value()
     assert_key_absent(result, key)
+
+
+def test_a_wallet_created_with_only_the_simulators_base_url_edits_without_extra_payments(
+    sim: Any, wallet_name: str, tmp_path: Path
+) -> None:
+    # As a new user would: no --blob-api-url. The simulator advertises its blob API at /_sim/info.
+    key, address = new_key()
+    created = invoke("wallet", "create", wallet_name, "--base-url", sim.base_url,
+                     env={"STABLESTUDIO_PRIVATE_KEY": key})
+    assert created.exit_code == 0, created.output
+    assert sim.blob_api_url in created.output  # `wallet show` lists the blob API it picked up
+    image = tmp_path / "cat.png"
+    image.write_bytes(png_bytes((200, 10, 10)))
+    out = tmp_path / "out"
+    result = invoke("edit", str(image), "--prompt", "make it snow", "--wallet", wallet_name,
+                    "--out", str(out), "--resolution", "0.5 MP")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == ["cat-edited.png"]
+    assert len(payments(sim, address, UPLOAD_ROUTE)) == 1 and len(payments(sim, address, EDIT_ROUTE)) == 1
+    assert len(payments(sim, address)) == 2
+    assert_key_absent(result, key)
+
+
+def test_an_unreachable_blob_api_is_found_before_the_upload_is_paid(
+    sim: Any, wallet_name: str, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/api/blob"
+    key, address = new_key()
+    created = invoke("wallet", "create", wallet_name, "--base-url", sim.base_url, "--blob-api-url", nowhere,
+                     env={"STABLESTUDIO_PRIVATE_KEY": key})
+    assert created.exit_code == 0, created.output
+    image = tmp_path / "cat.png"
+    image.write_bytes(png_bytes((10, 200, 10)))
+    result = invoke("edit", str(image), "--prompt", "make it snow", "--wallet", wallet_name,
+                    "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "blob_api_url" in result.output and nowhere in result.output
+    assert payments(sim, address) == []  # nothing paid

@@ -29,7 +29,9 @@ __all__ = [
     "PolicyRefused",
     "ProtocolError",
     "RateLimited",
+    "ResultTooLarge",
     "StableStudioError",
+    "UnexpectedMediaType",
     "UntrustedChallenge",
     "UntrustedServerValue",
     "UpstreamError",
@@ -218,3 +220,37 @@ class UntrustedServerValue(ProtocolError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ResultTooLarge(StableStudioError):
+    """A result is larger than the limit for its media kind: the download stopped early, nothing was kept.
+
+    Raised when the Content-Length announces too much (before a byte of the body is read) or when the body
+    passes the limit (at most one chunk past it). Raise the limit (the wallet's `max_image_result_bytes` /
+    `max_video_result_bytes`, or the flow's `max_result_bytes`) if the result is expected to be that big.
+
+    Attributes:
+        limit: the limit in bytes.
+        seen: the announced length, or the bytes received when the download stopped.
+        announced: True when the Content-Length alone was over the limit.
+    """
+
+    def __init__(self, message: str, *, limit: int, seen: int, announced: bool) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.seen = seen
+        self.announced = announced
+
+
+class UnexpectedMediaType(ProtocolError):
+    """A result's first bytes are not the media it should be (e.g. an HTML error page for an image).
+
+    Attributes:
+        expected: "image" or "video".
+        head: the first bytes received (at most 16), for the log.
+    """
+
+    def __init__(self, message: str, *, expected: str, head: bytes) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.head = head

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from pydantic import (
 
 from prefect_stablestudio.client.errors import InvalidRequest
 from prefect_stablestudio.client.payment import Payment, Settlement
-from prefect_stablestudio.client.server_values import check_upload_ticket
+from prefect_stablestudio.client.server_values import check_upload_ticket, client_token_expiry
 
 __all__ = [
     "AspectRatio",
@@ -253,7 +253,8 @@ class JobResult(BaseModel):
 
 
 class UploadTicket(BaseModel):
-    """The reply to `POST /api/upload`: a short-lived client token for one blob PUT."""
+    """The reply to `POST /api/upload`: a short-lived client token for one blob PUT. Paid for ($0.01): kept
+    (flows persist it before the PUT) and reused for the PUT and the confirm until `valid_until`."""
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
@@ -282,6 +283,17 @@ class UploadTicket(BaseModel):
         )
         return {**data, "expiresAt": expiry, "expires_at": expiry}
 
+    @property
+    def valid_until(self) -> datetime | None:
+        """When the blob API stops taking the token: the token's own `validUntil` (docs/architecture.md §1.4),
+        never later than `expiresAt`; None when neither can be read (a kept ticket is then tried once)."""
+        known = [
+            moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            for moment in (client_token_expiry(self.client_token), self.expires_at)
+            if moment is not None
+        ]
+        return min(known) if known else None
+
 
 class BlobInfo(BaseModel):
     """The blob API's reply to a PUT."""
@@ -305,5 +317,14 @@ class UploadResult(BaseModel):
     content_type: str
     size: int
     payments: tuple[Payment, ...] = Field(
-        description="Usually one ($0.01); two if the first upload token expired before the bytes went up."
+        description="Usually one ($0.01); two if the first upload token expired before the bytes went up; "
+        "none when a ticket paid earlier was reused."
+    )
+    ticket_reused: bool = Field(
+        default=False, description="The PUT and confirm used a ticket paid earlier (a retry or a rerun)."
+    )
+    rebought_because: Literal["expired", "refused"] | None = Field(
+        default=None,
+        description="Set when a further ticket was bought because one paid earlier had expired or was "
+        "refused by the blob API: that payment is a second fee for the same upload.",
     )

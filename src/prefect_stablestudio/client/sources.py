@@ -23,6 +23,7 @@ __all__ = [
     "check_upload_filename",
     "open_source",
     "sniff_image_type",
+    "sniff_media_type",
 ]
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -44,6 +45,24 @@ def sniff_image_type(head: bytes) -> str | None:
         return "image/gif"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
+    return None
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """The MIME type of an image (as `sniff_image_type`) or a video (MP4, QuickTime, WebM) from its first
+    16 bytes; None for anything else. The one place the project tells a media type from bytes.
+
+    Example:
+        >>> sniff_media_type(b"\\x00\\x00\\x00\\x18ftypmp42"), sniff_media_type(b"<html>")
+        ('video/mp4', None)
+    """
+    image = sniff_image_type(head)
+    if image is not None:
+        return image
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
     return None
 
 

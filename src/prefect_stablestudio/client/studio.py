@@ -19,7 +19,8 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -36,7 +37,15 @@ from prefect_stablestudio.client._http import (
     raise_for_status,
     tls_context,
 )
+from prefect_stablestudio.client.blob_api import probe_blob_api
 from prefect_stablestudio.client.catalog import GenerationBody
+from prefect_stablestudio.client.downloads import (
+    MAX_IMAGE_RESULT_BYTES,
+    MAX_VIDEO_RESULT_BYTES,
+    ResultMedia,
+    ResultStream,
+    open_result,
+)
 from prefect_stablestudio.client.errors import (
     JobFailed,
     JobNotFound,
@@ -48,7 +57,14 @@ from prefect_stablestudio.client.errors import (
     UpstreamError,
 )
 from prefect_stablestudio.client.keys import load_signer
-from prefect_stablestudio.client.models import EditRequest, Job, JobResult, SubmittedJob, UploadResult
+from prefect_stablestudio.client.models import (
+    EditRequest,
+    Job,
+    JobResult,
+    SubmittedJob,
+    UploadResult,
+    UploadTicket,
+)
 from prefect_stablestudio.client.paying import PaidResponse, PaymentFlow
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks
 from prefect_stablestudio.client.policy import WalletPolicy
@@ -56,7 +72,7 @@ from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
 from prefect_stablestudio.client.server_values import check_job_id, check_result_url
 from prefect_stablestudio.client.session import Session, SiwxMode
 from prefect_stablestudio.client.sources import ImageSource, open_source
-from prefect_stablestudio.client.uploads import upload_opened
+from prefect_stablestudio.client.uploads import TicketCallback, upload_opened
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_BLOB_API_URL", "StableStudioClient"]
 
@@ -100,6 +116,8 @@ class StableStudioClient:
         resend_backoff: seconds before the first re-send (grows linearly).
         tempo_rpc_url: Tempo RPC asked before signing an MPP charge (`policy.payment_method` "mpp" or
             "auto"); default `$STABLESTUDIO_TEMPO_RPC_URL` or https://rpc.tempo.xyz.
+        max_image_result_bytes: downloads of image results stop with `ResultTooLarge` past this (64 MiB).
+        max_video_result_bytes: the same for video results (2 GiB).
     """
 
     def __init__(
@@ -117,6 +135,8 @@ class StableStudioClient:
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
         tempo_rpc_url: str | None = None,
+        max_image_result_bytes: int = MAX_IMAGE_RESULT_BYTES,
+        max_video_result_bytes: int = MAX_VIDEO_RESULT_BYTES,
     ) -> None:
         self._signer = load_signer(private_key)
         self.base_url = check_url(
@@ -131,8 +151,14 @@ class StableStudioClient:
         self.policy = policy or WalletPolicy()
         self.hooks: PaymentHooks = hooks or NoHooks()
         self.max_upload_bytes = max_upload_bytes
+        self.max_result_bytes: dict[ResultMedia, int] = {
+            "image": max_image_result_bytes,
+            "video": max_video_result_bytes,
+        }
         self.stats = ClientStats()
         self._timeout = timeout
+        self._blob_api_reachable = False  # probed before this client's first paid upload
+        self._blob_api_probe = asyncio.Lock()  # 100 first uploads at once send one probe, not 100
         self._max_connections = max_connections
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
         self._turnarounds: dict[float, TurnaroundHistory] = {}
@@ -471,13 +497,20 @@ class StableStudioClient:
         content_type: str | None = None,
         idempotency_key: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        ticket: UploadTicket | None = None,
+        on_ticket: TicketCallback | None = None,
     ) -> UploadResult:
         """Upload in three steps: paid ticket, streamed PUT to the blob API, SIWX confirm.
 
         The type is checked from the first bytes (JPEG, PNG, GIF, WebP) and the size against
         `max_upload_bytes` before anything is paid. A file is streamed, never read whole (one of 64 KiB or
         less is read at once, in the thread that inspects it). If the upload token expires before the bytes
-        are up, a new ticket is bought: that is a second $0.01 payment, listed in `UploadResult.payments`.
+        are up, a new ticket is bought: that is a second $0.01 payment, listed in `UploadResult.payments`
+        and flagged by `UploadResult.rebought_because`.
+
+        A paid ticket is spent once: pass `on_ticket` to persist each ticket as it arrives (before its PUT),
+        and `ticket` (the persisted one) to retry or rerun the same upload without paying again while the
+        token is valid (`UploadTicket.valid_until`, about 5 minutes).
 
         Args:
             source: a path, bytes, or an fsspec URL (s3://bucket/key.png, memory://x.png, ...).
@@ -485,9 +518,12 @@ class StableStudioClient:
             content_type: optional declared type; must match the bytes.
             idempotency_key: derives the x402 payment-identifier when the server supports it.
             storage_options: fsspec options for URL sources (e.g. an S3 endpoint).
+            ticket: a ticket paid earlier for this very upload (same bytes and name), to use while valid.
+            on_ticket: awaited with each ticket bought (and its payment) before the PUT.
 
         Raises:
-            InvalidRequest: not an allowed image, too large, unreadable (nothing paid).
+            InvalidRequest: not an allowed image, too large, unreadable, or (once per client, before the
+                first upload pays) a blob API whose host cannot be reached (nothing paid).
         """
         _, flow = self._ensure_open()
         opened = await open_source(
@@ -497,24 +533,64 @@ class StableStudioClient:
             max_bytes=self.max_upload_bytes,
             storage_options=storage_options,
         )
+        await self._check_blob_api()
         return await upload_opened(
-            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key
+            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
+            ticket=ticket, on_ticket=on_ticket,
         )
 
-    async def download(self, url: str) -> bytes:
-        """Fetch a result URL (they expire after about 20 minutes: download at once). No credentials are sent.
+    async def _check_blob_api(self) -> None:
+        """Probe the blob API once per client, before its first upload pays (see `blob_api`)."""
+        if self._blob_api_reachable:
+            return
+        async with self._blob_api_probe:
+            if self._blob_api_reachable:
+                return
+            session, _ = self._ensure_open()
+            assert session.http is not None
+            self.stats.requests["blob_probe"] += 1
+            await probe_blob_api(session.http, self.blob_api_url)
+            self._blob_api_reachable = True
+
+    @asynccontextmanager
+    async def stream_download(
+        self, url: str, *, media: ResultMedia = "image", max_bytes: int | None = None
+    ) -> AsyncIterator[ResultStream]:
+        """Open a result URL as a bounded stream of chunks (results expire after ~20 min: fetch at once).
+
+        The Content-Length and then the bytes received are held to `max_bytes` (default: this client's
+        limit for `media`), and the first bytes must be an image (or, for "video", a video or a GIF). No
+        credentials are sent; redirects are followed, each hop checked.
+
+        Example:
+            ```python
+            async with client.stream_download(result.video_url, media="video") as result:
+                async for chunk in result.chunks():
+                    out.write(chunk)
+            ```
 
         Raises:
+            ResultTooLarge: over the limit (announced, or at most one chunk past it while reading).
+            UnexpectedMediaType: the first bytes are not the expected media.
             UpstreamError: e.g. 410 when the URL expired.
         """
-        check_result_url(url, "download URL")
         session, _ = self._ensure_open()
         self.stats.requests["download"] += 1
         assert session.http is not None
-        response = await session.http.get(url, follow_redirects=True)
-        check_result_url(str(response.url), "download URL")
-        raise_for_status(response, f"GET {url}")
-        return response.content
+        limit = self.max_result_bytes[media] if max_bytes is None else max_bytes
+        async with open_result(session.http, url, media=media, max_bytes=limit) as result:
+            yield result
+
+    async def download(
+        self, url: str, *, media: ResultMedia = "image", max_bytes: int | None = None
+    ) -> bytes:
+        """A small result's bytes, with the limits and checks of `stream_download` (prefer that for videos).
+
+        Raises:
+            ResultTooLarge, UnexpectedMediaType, UpstreamError: see `stream_download`.
+        """
+        async with self.stream_download(url, media=media, max_bytes=max_bytes) as result:
+            return b"".join([chunk async for chunk in result.chunks()])
 
 
 def _is_safe_url(value: object) -> bool:

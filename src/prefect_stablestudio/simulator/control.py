@@ -29,10 +29,15 @@ def _bad(message: str) -> Response:
 
 
 def build_control_routes(state: SimulatorState) -> list[Route]:
-    """``GET /_sim/state``, ``POST /_sim/fund``, ``POST /_sim/faults``, ``POST /_sim/reset``."""
+    """``GET /_sim/state``, ``GET /_sim/info``, ``POST /_sim/fund``, ``POST /_sim/faults``,
+    ``POST /_sim/reset``."""
 
     async def get_state(_: Request) -> Response:
         return json_response(state.snapshot())
+
+    async def get_info(_: Request) -> Response:
+        # How a client (`wallet create --base-url`) finds the blob API without being told.
+        return json_response({"simulator": True, "blobApiUrl": f"{state.origin}/api/blob"})
 
     async def fund(request: Request) -> Response:
         body = await _json(request)
@@ -66,6 +71,7 @@ def build_control_routes(state: SimulatorState) -> list[Route]:
 
     return [
         Route("/_sim/state", get_state, methods=["GET"]),
+        Route("/_sim/info", get_info, methods=["GET"]),
         Route("/_sim/fund", fund, methods=["POST"]),
         Route("/_sim/faults", faults, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),
