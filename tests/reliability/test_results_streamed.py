@@ -17,7 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from prefect_stablestudio.client import ResultTooLarge, StableStudioClient, UnexpectedMediaType
+from prefect_stablestudio.client import (
+    ResultTooLarge,
+    StableStudioClient,
+    UnexpectedMediaType,
+    UntrustedServerValue,
+)
 from prefect_stablestudio.client.downloads import DOWNLOAD_CHUNK_BYTES
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.result_files import write_chunks
@@ -122,8 +127,9 @@ async def test_the_bytes_form_has_the_same_limit(hostile: tuple[str, Sent], key:
         # Redirects are followed (each hop checked) ...
         assert len(await client.download(f"{base}/moved.png")) == 100
         # ... but never to a scheme this client does not fetch.
-        with pytest.raises(ValueError, match="result URL"):
+        with pytest.raises(UntrustedServerValue, match="result URL") as refused:
             await client.download(f"{base}/sneaky.png")
+        assert refused.value.field == "result URL"
 
 
 async def test_a_content_length_over_the_limit_is_refused_before_the_body(
