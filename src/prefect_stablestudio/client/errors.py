@@ -27,8 +27,10 @@ __all__ = [
     "PaymentOutcomeUnknown",
     "PaymentRejected",
     "PolicyRefused",
+    "PreflightRefused",
     "ProtocolError",
     "RateLimited",
+    "RpcError",
     "StableStudioError",
     "UntrustedChallenge",
     "UpstreamError",
@@ -198,3 +200,31 @@ class RateLimited(UpstreamError):
 
 class ProtocolError(StableStudioError):
     """The server broke the wire protocol (undecodable header, malformed JSON, a forbidden redirect)."""
+
+
+class RpcError(ProtocolError):
+    """A chain's JSON-RPC node did not answer a read (`eth_call`) usably: unreachable, an error object, a
+    wrong id, or a result that is not one 32-byte hex word. Never read as a zero balance or a free nonce.
+
+    Attributes:
+        rpc_url: the node asked.
+    """
+
+    def __init__(self, message: str, *, rpc_url: str) -> None:
+        super().__init__(message)
+        self.rpc_url = rpc_url
+
+
+class PreflightRefused(PolicyRefused):
+    """A batch's quote is more than a spend cap has left or than the wallet holds; nothing was signed.
+
+    Attributes:
+        shortfalls: (what is short, e.g. "rolling 24 h cap" or "balance on eip155:8453", by how much in
+            atomic units), every one that is short.
+        needed: the batch's quote, atomic units.
+    """
+
+    def __init__(self, message: str, *, shortfalls: list[tuple[str, int]], needed: int) -> None:
+        super().__init__(message, reason="preflight_short")
+        self.shortfalls = shortfalls
+        self.needed = needed

@@ -1,0 +1,190 @@
+"""The pre-flight of a batch: its quote against what each spend cap has left and what the wallet holds.
+
+Run before the first payment of every batch flow (`preflight=True`, the default): a batch that cannot
+finish fails before anything is paid, naming each shortfall in dollars and the cap or balance that causes
+it, instead of stopping halfway when a cap or the balance runs out. A balance that cannot be read because the
+wallet has no RPC URL for that network is a warning ("not checked"), never an error; a node answering badly
+is an error.
+
+Example:
+    ```python
+    quote = await quote_batch(wallet, items, "make it snow", EditOptions(), store=store)
+    report = await preflight(wallet, quote, wallet.budget(current_flow_run_id()))
+    report.raise_if_short()
+    ```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect import get_run_logger
+from prefect.artifacts import acreate_table_artifact
+
+from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.budget import SpendBudget
+from prefect_stablestudio.client.errors import PreflightRefused
+from prefect_stablestudio.client.money import format_usd, to_dollars
+from prefect_stablestudio.flows.artifacts import artifact_key
+from prefect_stablestudio.flows.intents import IntentStore
+from prefect_stablestudio.flows.models import EditItem, EditOptions
+from prefect_stablestudio.flows.quotes import BatchQuote, quote_batch
+from prefect_stablestudio.flows.storage import StorageOptions
+
+__all__ = ["PreflightCheck", "PreflightReport", "before_paying", "preflight", "quote_artifact"]
+
+
+@dataclass(frozen=True)
+class PreflightCheck:
+    """One comparison: what the batch needs against what a cap has left or a balance holds (atomic units)."""
+
+    name: str
+    needed: int
+    available: int | None
+
+    @property
+    def shortfall(self) -> int:
+        """How much is missing (0 when it is enough, or when `available` is unknown)."""
+        return 0 if self.available is None else max(0, self.needed - self.available)
+
+    def describe(self) -> str:
+        """A line for people, e.g. `rolling 24 h cap: $0.20 left, short by $0.07`."""
+        if self.available is None:
+            return f"{self.name}: not checked"
+        left = f"{self.name}: ${to_dollars(self.available):f} left"
+        return f"{left}, short by ${to_dollars(self.shortfall):f}" if self.shortfall else f"{left}, enough"
+
+
+@dataclass
+class PreflightReport:
+    """The checks of one batch and its warnings (e.g. a balance that was not checked)."""
+
+    needed: int
+    checks: list[PreflightCheck] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def short(self) -> list[PreflightCheck]:
+        """The checks that fail."""
+        return [c for c in self.checks if c.shortfall]
+
+    def lines(self) -> list[str]:
+        """Every check and warning as a line."""
+        return [c.describe() for c in self.checks] + self.warnings
+
+    def raise_if_short(self) -> None:
+        """Raise `PreflightRefused` naming every shortfall, if any.
+
+        Raises:
+            PreflightRefused: a cap has less left, or the wallet holds less, than the batch's quote.
+        """
+        short = self.short
+        if not short:
+            return
+        what = "; ".join(
+            f"{c.name} short by ${to_dollars(c.shortfall):f} (${to_dollars(c.available or 0):f} left)"
+            for c in short
+        )
+        raise PreflightRefused(
+            f"this batch would cost {format_usd(self.needed)} and cannot finish: {what}. Nothing was paid",
+            shortfalls=[(c.name, c.shortfall) for c in short],
+            needed=self.needed,
+        )
+
+
+async def preflight(wallet: StableStudioWallet, quote: BatchQuote, budget: SpendBudget) -> PreflightReport:
+    """Compare the batch's quote with each cap's room (per run, rolling 24 h, lifetime) and the balance.
+
+    Raises:
+        RpcError: a chain node answered the balance read badly (a missing RPC URL is only a warning).
+    """
+    report = PreflightReport(needed=quote.priced_total)
+    if quote.ceilings:
+        # Held against nothing: a ceiling (the per-call cap, or a published maximum far above real prices)
+        # would refuse batches that fit. The caps still refuse each payment that would break them.
+        report.warnings.append(
+            f"{len(quote.ceilings)} edit(s) could be priced only at a ceiling "
+            f"(${to_dollars(sum(line.amount for line in quote.ceilings)):f} in all) and are not counted: the "
+            "server quotes an edit once its images are uploaded, so a batch after one paid edit with these "
+            "options is quoted exactly"
+        )
+    for cap_name, left in (await budget.remaining()).items():
+        report.checks.append(PreflightCheck(f"{cap_name} cap", report.needed, left))
+    # Fresh: a balance read before this batch's own or another run's payments would overstate it.
+    balances = await wallet.balances(fresh=True)
+    unchecked = [b.network for b in balances if b.amount is None]
+    for network in unchecked:
+        report.warnings.append(
+            f"balance on {network} not checked: the wallet has no RPC URL for it "
+            "(base_rpc_url, tempo_rpc_url)"
+        )
+    checked = [b for b in balances if b.amount is not None]
+    if checked and not unchecked:
+        # With payment method "auto" either network may pay a call: the batch fits when the sum does.
+        name = "balance on " + " + ".join(b.network for b in checked)
+        report.checks.append(PreflightCheck(name, report.needed, sum(b.amount or 0 for b in checked)))
+    return report
+
+
+async def quote_artifact(quote: BatchQuote, report: PreflightReport | None, *, prefix: str) -> None:
+    """The quote as a table artifact (`<prefix>-quote`), the pre-flight's lines in its description.
+
+    Never fails the run: an artifact that cannot be written is logged and skipped.
+    """
+    from prefect_stablestudio.flows.artifacts import _quietly
+
+    notes = "" if report is None else " · ".join(report.lines())
+    description = f"Quote: ${quote.total_usd:f} for {len(quote.lines)} lines" + (
+        f". {notes}" if notes else ""
+    )
+    await _quietly(
+        "quote",
+        lambda: acreate_table_artifact(
+            quote.rows(), key=artifact_key(prefix, "quote"), description=description[:5000]
+        ),
+    )
+
+
+async def before_paying(
+    wallet: StableStudioWallet,
+    budget: SpendBudget,
+    items: list[EditItem],
+    prompt: str | None,
+    options: EditOptions,
+    *,
+    store: IntentStore,
+    storage_options: StorageOptions | None,
+    user_key: str | None,
+    check: bool,
+    reserve_upfront: bool,
+    prefix: str,
+) -> BatchQuote:
+    """A batch flow's start: quote the batch, write the quote artifact, run the pre-flight (`check`), and
+    reserve the whole quote from the caps (`reserve_upfront`), all before the first payment.
+
+    Raises:
+        PreflightRefused: `check` and a cap or the balance is short (nothing paid).
+        SpendCapExceeded: `reserve_upfront` and a cap cannot take the whole quote (nothing taken or paid).
+    """
+    logger = get_run_logger()
+    quote = await quote_batch(
+        wallet, items, prompt, options, store=store, storage_options=storage_options, user_key=user_key
+    )
+    report = await preflight(wallet, quote, budget) if check else None
+    await quote_artifact(quote, report, prefix=prefix)
+    logger.info(
+        "quote: $%s for %d uploads and %d edits (%d already paid)",
+        f"{quote.total_usd:f}",
+        sum(1 for line in quote.lines if line.what == "upload"),
+        sum(1 for line in quote.lines if line.what == "edit"),
+        quote.already_paid,
+    )
+    if report is not None:
+        for warning in report.warnings:
+            logger.warning("pre-flight: %s", warning)
+        report.raise_if_short()
+        logger.info("pre-flight passed: %s", "; ".join(c.describe() for c in report.checks) or "no caps")
+    if reserve_upfront and quote.priced_total:
+        await budget.reserve_for_run(quote.priced_total)
+        logger.info("reserved $%s from the caps for this run", f"{to_dollars(quote.priced_total):f}")
+    return quote

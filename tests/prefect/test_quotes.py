@@ -1,0 +1,137 @@
+"""Quotes and the pre-flight against the simulator and a real Prefect API: a quote pays nothing, matches what
+is then paid item by item, and a batch that cannot finish fails before its first payment."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_stablestudio.client.errors import PreflightRefused
+from prefect_stablestudio.flows import EditOptions, IntentStore, edit_images
+from prefect_stablestudio.flows.quotes import quote_batch
+from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+FAST: dict[str, Any] = {"expected_job_seconds": 0.2}
+PRICES = {"0.5 MP": Decimal("0.03"), "1 MP": Decimal("0.045"), "2 MP": Decimal("0.06")}
+
+
+def images(folder: Path, tag: str, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{tag}-{i}.png"
+        path.write_bytes(png_bytes((i * 40 % 256, len(tag) * 20 % 256, 99)))
+        paths.append(str(path))
+    return paths
+
+
+async def test_a_quote_pays_nothing_and_signs_nothing(sim: Any, make_wallet: Any, tmp_path: Path) -> None:
+    _, wallet, _ = await make_wallet(sim)
+    store = IntentStore(str(tmp_path / "intents"))
+    before = sim.state()["ledger"]["payments"]
+
+    quote = await quote_batch(wallet, images(tmp_path, "q", 3), "snow", EditOptions(), store=store)
+
+    assert sim.state()["ledger"]["payments"] == before
+    assert [line.what for line in quote.lines] == ["upload", "edit"] * 3
+    assert all(line.amount_usd == Decimal("0.01") for line in quote.lines if line.what == "upload")
+    async with wallet.get_client(enforce_budget=False) as client:
+        upload = await client.quote_upload("a.png", "image/png", 1234)
+        assert upload is not None and upload.amount == 10_000
+        assert client.stats.payments_signed == 0
+    assert sim.state()["ledger"]["payments"] == before
+
+
+async def test_quotes_match_what_is_then_paid_item_by_item_for_every_resolution(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    name, wallet, _ = await make_wallet(sim)
+    store_url = str(tmp_path / "intents")
+    store = IntentStore(store_url)
+    # A fresh store knows no edit price: the edit is priced at a ceiling and labelled so.
+    (first,) = images(tmp_path / "in", "warm", 1)
+    cold = await quote_batch(wallet, [first], "snow", EditOptions(), store=store)
+    assert [line.source for line in cold.lines] == ["server quote", "per-call cap"]
+    await edit_images(name, [first], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST)
+
+    for resolution, price in PRICES.items():
+        options = EditOptions(resolution=resolution)  # type: ignore[arg-type]
+        batch = images(tmp_path / "in", resolution.replace(" ", ""), 2)
+        quote = await quote_batch(wallet, list(batch), "snow", options, store=store)
+        edits = [line for line in quote.lines if line.what == "edit"]
+        assert [line.source for line in edits] == ["server quote, same options"] * 2
+        assert [line.amount_usd for line in edits] == [price, price]
+
+        result = await edit_images(
+            name, list(batch), str(tmp_path / "out"), prompt="snow", options=options,
+            intent_store_url=store_url, **FAST,
+        )
+        assert result.quoted_usd == quote.total_usd
+        for index, outcome in enumerate(result.outcomes):
+            mine = [line for line in quote.lines if line.item == index]
+            assert outcome.upload_cost_usd == sum(l.amount_usd for l in mine if l.what == "upload")
+            assert outcome.cost_usd == next(l.amount_usd for l in mine if l.what == "edit")
+        assert result.spent_usd == quote.total_usd
+
+    # Paid edits are free on a rerun, and quoted so.
+    rerun = await quote_batch(wallet, list(batch), "snow", options, store=store)
+    assert rerun.total == 0 and rerun.already_paid == 2
+    uploads = payments(sim, wallet.address, UPLOAD_ROUTE)
+    edits_paid = payments(sim, wallet.address, EDIT_ROUTE)
+    assert len(uploads) == 7 and len(edits_paid) == 7
+
+
+async def test_a_batch_over_a_cap_fails_before_any_payment_and_within_it_runs_to_the_end(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    store_url = str(tmp_path / "intents")
+    name, wallet, _ = await make_wallet(sim, max_usd_per_run="0.10")
+    (first,) = images(tmp_path / "in", "warm", 1)
+    await edit_images(name, [first], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST)
+    paid_before = len(payments(sim, wallet.address))
+
+    batch = images(tmp_path / "in", "big", 2)  # 2 x ($0.01 + $0.045) = $0.11 > $0.10
+    with pytest.raises(PreflightRefused) as refused:
+        await edit_images(
+            name, list(batch), str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST
+        )
+    assert "per flow run cap short by $0.01" in str(refused.value)
+    assert refused.value.shortfalls == [("per flow run cap", 10_000)]
+    assert len(payments(sim, wallet.address)) == paid_before
+
+    result = await edit_images(
+        name, batch[:1], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST
+    )
+    assert [o.status for o in result.outcomes] == ["complete"]
+    assert result.spent_usd == Decimal("0.055")
+
+
+async def test_a_batch_over_the_balance_fails_before_any_payment_naming_it(
+    make_sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    sim = make_sim()
+    store_url = str(tmp_path / "intents")
+    name, wallet, _ = await make_wallet(sim, base_rpc_url=f"{sim.base_url}/_sim/rpc/base")
+    (first,) = images(tmp_path / "in", "warm", 1)
+    await edit_images(name, [first], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST)
+    sim.fund(wallet.address, Decimal("-99.9"))  # leaves 100 - 0.055 - 99.9 = $0.045
+    paid_before = len(payments(sim, wallet.address))
+
+    batch = images(tmp_path / "in", "broke", 1)  # $0.055
+    with pytest.raises(PreflightRefused) as refused:
+        await edit_images(
+            name, batch, str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST
+        )
+    assert "balance on eip155:8453 short by $0.01 ($0.045 left)" in str(refused.value)
+    assert len(payments(sim, wallet.address)) == paid_before
+
+    sim.fund(wallet.address, Decimal("0.01"))
+    result = await edit_images(
+        name, batch, str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST
+    )
+    assert [o.status for o in result.outcomes] == ["complete"]
