@@ -74,8 +74,8 @@ async def test_quotes_match_what_is_then_paid_item_by_item_for_every_resolution(
         assert result.quoted_usd == quote.total_usd
         for index, outcome in enumerate(result.outcomes):
             mine = [line for line in quote.lines if line.item == index]
-            assert outcome.upload_cost_usd == sum(l.amount_usd for l in mine if l.what == "upload")
-            assert outcome.cost_usd == next(l.amount_usd for l in mine if l.what == "edit")
+            assert outcome.upload_cost_usd == sum(x.amount_usd for x in mine if x.what == "upload")
+            assert outcome.cost_usd == next(x.amount_usd for x in mine if x.what == "edit")
         assert result.spent_usd == quote.total_usd
 
     # Paid edits are free on a rerun, and quoted so.
