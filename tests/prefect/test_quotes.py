@@ -3,11 +3,14 @@ is then paid item by item, and a batch that cannot finish fails before its first
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from prefect_stablestudio.client.errors import PreflightRefused
 from prefect_stablestudio.flows import EditOptions, IntentStore, edit_images
@@ -135,3 +138,51 @@ async def test_a_batch_over_the_balance_fails_before_any_payment_naming_it(
         name, batch, str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST
     )
     assert [o.status for o in result.outcomes] == ["complete"]
+
+
+async def test_a_reserving_run_completes_and_a_run_sharing_its_day_cap_is_refused_at_its_preflight(
+    make_sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    sim = make_sim(latency_seconds=1.5)  # run A is still editing when run B starts
+    store_url = str(tmp_path / "intents")
+    name, wallet, _ = await make_wallet(sim, max_usd_per_day="0.20")
+    (first,) = images(tmp_path / "in", "warm", 1)
+    await edit_images(name, [first], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST)
+    day = wallet.budget()  # $0.145 left
+
+    run_a = asyncio.ensure_future(edit_images(
+        name, images(tmp_path / "in", "a", 2), str(tmp_path / "out"), prompt="snow",
+        intent_store_url=store_url, reserve_upfront=True, max_concurrency=1, **FAST,
+    ))
+    for _ in range(600):  # until A's reservation of $0.11 shows on the day cap (a condition, bounded)
+        if (await day.remaining())["rolling 24 h"] < 50_000 or run_a.done():
+            break
+        await asyncio.sleep(0.05)
+    paid_before_b = len(payments(sim, wallet.address))
+    assert paid_before_b < 5, "run A had already finished: the test proves nothing"
+
+    with pytest.raises(PreflightRefused, match="rolling 24 h cap short by"):
+        await edit_images(
+            name, images(tmp_path / "in", "b", 1), str(tmp_path / "out"), prompt="snow",
+            intent_store_url=store_url, **FAST,
+        )
+    result_a = await run_a
+    assert [o.status for o in result_a.outcomes] == ["complete", "complete"]
+    assert result_a.spent_usd == result_a.quoted_usd == Decimal("0.11")
+    assert len(payments(sim, wallet.address)) == 2 + 4  # the warm-up and A's; B paid nothing
+
+
+async def test_a_dry_run_quotes_and_pays_nothing(sim: Any, make_wallet: Any, tmp_path: Path) -> None:
+    name, wallet, _ = await make_wallet(sim)
+    result = await edit_images(
+        name, images(tmp_path / "in", "dry", 2), str(tmp_path / "out"), prompt="snow",
+        intent_store_url=str(tmp_path / "intents"), dry_run=True, artifact_prefix="dry", **FAST,
+    )
+    assert result.outcomes == [] and result.spent_usd == 0
+    assert result.quoted_usd == Decimal("1.02")  # two uploads, two edits at the per-call cap (a fresh store)
+    assert payments(sim, wallet.address) == []
+    async with get_client() as client:
+        artifact = await client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dry-quote"]))
+        )
+    assert artifact and "per-call cap" in str(artifact[0].data)
