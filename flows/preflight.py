@@ -17,9 +17,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from prefect import get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.blocks.budget import SpendBudget
@@ -31,7 +34,16 @@ from prefect_stablestudio.flows.models import EditItem, EditOptions
 from prefect_stablestudio.flows.quotes import BatchQuote, quote_batch
 from prefect_stablestudio.flows.storage import StorageOptions
 
-__all__ = ["PreflightCheck", "PreflightReport", "before_paying", "preflight", "quote_artifact"]
+__all__ = [
+    "PreflightCheck",
+    "PreflightReport",
+    "before_paying",
+    "preflight",
+    "preflight_job",
+    "quote_artifact",
+    "quote_edits",
+    "quote_edits_flow",
+]
 
 
 @dataclass(frozen=True)
@@ -187,4 +199,96 @@ async def before_paying(
     if reserve_upfront and quote.priced_total:
         await budget.reserve_for_run(quote.priced_total)
         logger.info("reserved $%s from the caps for this run", f"{to_dollars(quote.priced_total):f}")
+    return quote
+
+
+async def preflight_job(
+    wallet_block: str,
+    items: list[EditItem],
+    prompt: str | None,
+    options: EditOptions,
+    *,
+    intent_store_url: str | None,
+    storage_options: StorageOptions | None,
+    user_key: str | None,
+    prefix: str,
+) -> BatchQuote:
+    """The pre-flight of a job split over several runs (sharded, chunked), by its parent: the whole job
+    against the caps the runs share (rolling 24 h, lifetime) and the balance. Each run then checks its own
+    part against its per-run cap.
+
+    Raises:
+        PreflightRefused: a shared cap or the balance is short for the whole job (nothing paid).
+    """
+    from prefect_stablestudio.flows.tasks import load_wallet
+
+    wallet = await load_wallet(wallet_block)
+    budget = await wallet.ensure_budget_limits(None)
+    store = IntentStore(intent_store_url, storage_options)
+    return await before_paying(
+        wallet, budget, items, prompt, options, store=store, storage_options=storage_options,
+        user_key=user_key, check=True, reserve_upfront=False, prefix=prefix,
+    )
+
+
+@task(name="quote-edits", cache_policy=NO_CACHE)
+async def quote_edits(
+    wallet_block: str,
+    items: list[EditItem],
+    prompt: str | None = None,
+    options: EditOptions = EditOptions(),  # noqa: B008 - a frozen model: sharing the default is safe
+    storage_options: dict[str, Any] | None = None,
+    intent_store_url: str | None = None,
+    idempotency_key: str | None = None,
+) -> BatchQuote:
+    """What `edit_images` would pay for these arguments, line by line with each price's source; pays nothing.
+
+    Uncached: a quote is only true now (prices drift, a rerun finds edits already paid).
+
+    Example:
+        ```python
+        quote = await quote_edits("my-wallet", ["s3://in/a.png", "s3://in/b.png"], "make it snow")
+        print(quote.total_usd, quote.rows())
+        ```
+    """
+    from prefect_stablestudio.flows.tasks import load_wallet
+
+    wallet = await load_wallet(wallet_block)
+    return await quote_batch(
+        wallet, items, prompt, options, store=IntentStore(intent_store_url, storage_options),
+        storage_options=storage_options, user_key=idempotency_key,
+    )
+
+
+@flow(name="quote-edits")
+async def quote_edits_flow(
+    wallet_block: str,
+    items: list[EditItem],
+    prompt: Annotated[str | None, Field(max_length=10_000, description="Default prompt.")] = None,
+    options: EditOptions = EditOptions(),  # noqa: B008 - a frozen model: sharing the default is safe
+    storage_options: dict[str, Any] | None = None,
+    intent_store_url: str | None = None,
+    idempotency_key: str | None = None,
+    artifact_prefix: str = "stablestudio",
+) -> BatchQuote:
+    """Quote a batch and run its pre-flight against the wallet's shared caps (24 h, lifetime) and balance,
+    without paying or failing: the quote table artifact carries the pre-flight's lines, shortfalls included.
+
+    Example:
+        ```python
+        quote = await quote_edits_flow("my-wallet", ["s3://in/a.png"], prompt="make it snow")
+        ```
+    """
+    from prefect_stablestudio.flows.tasks import load_wallet
+
+    quote = await quote_edits(
+        wallet_block, items, prompt, options, storage_options, intent_store_url, idempotency_key
+    )
+    wallet = await load_wallet(wallet_block)
+    report = await preflight(wallet, quote, wallet.budget())
+    await quote_artifact(quote, report, prefix=artifact_key(artifact_prefix) or "stablestudio")
+    logger = get_run_logger()
+    logger.info("quote: $%s; %s", f"{quote.total_usd:f}", "; ".join(report.lines()) or "no caps")
+    for check in report.short:
+        logger.warning("would be refused: %s", check.describe())
     return quote

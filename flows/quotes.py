@@ -45,7 +45,15 @@ from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent
 from prefect_stablestudio.flows.models import EditItem, EditOptions
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions, read_input
 
-__all__ = ["CEILINGS", "EDIT_PATH", "BatchQuote", "PriceSource", "QuoteLine", "published_maximum", "quote_batch"]
+__all__ = [
+    "CEILINGS",
+    "EDIT_PATH",
+    "BatchQuote",
+    "PriceSource",
+    "QuoteLine",
+    "published_maximum",
+    "quote_batch",
+]
 
 EDIT_PATH = "/api/generate/flux-2-pro/edit"
 PriceSource = Literal[
@@ -342,13 +350,13 @@ async def quote_batch(
     Raises:
         RuntimeError: a signature was made while quoting (a bug: never expected).
     """
-    items = [EditItem.model_validate(item) for item in items]  # a bare string is one image
+    edits = [EditItem.model_validate(item) for item in items]  # a bare string is one image
     async with wallet.get_client(enforce_budget=False) as client:
         pricer = _Pricer(wallet, client, store)
         per_item = await asyncio.gather(
             *(
                 _item_lines(pricer, i, item, prompt, options, storage_options, user_key)
-                for i, item in enumerate(items)
+                for i, item in enumerate(edits)
             )
         )
         lines = [line for item_lines, _ in per_item for line in item_lines]
