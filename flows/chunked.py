@@ -136,7 +136,7 @@ def edit_images_chunked(
         expected_job_seconds: typical job duration (the first poll comes near it).
         fail_on_error: raise `EditBatchFailed` (with the result) when an edit failed.
         preflight: quote all items first and fail before any chunk starts if the shared caps (24 h,
-            lifetime) or the balance are short; each chunk's run then checks its per-run cap.
+            lifetime) or the balance are short (the chunks' runs do not check again).
         reserve_upfront: each chunk's run reserves its quote from the caps when it starts.
         dry_run: quote and pre-flight only; submit no chunk.
 
@@ -158,7 +158,8 @@ def edit_images_chunked(
     shared = {
         "prompt": prompt, "options": options, "max_concurrency": max_concurrency,
         "storage_options": storage_options, "intent_store_url": intent_store_url,
-        "expected_job_seconds": expected_job_seconds, "preflight": preflight,
+        # Checked as a whole above; each chunk's per-run cap still refuses each payment that would break it.
+        "expected_job_seconds": expected_job_seconds, "preflight": False,
         "reserve_upfront": reserve_upfront,
     }
     futures = [

@@ -305,7 +305,8 @@ async def edit_sharded(
             API error); each new run resumes from the intent store, so nothing is paid twice.
         fail_on_error: end the run Failed when an edit has no saved result (the rest is kept).
         preflight: quote the whole job first and fail before any shard starts if the shared caps (24 h,
-            lifetime) or the balance are short; each shard run then checks its per-run cap.
+            lifetime) or the balance are short (shard runs do not check again; their per-run cap still
+            refuses each payment that would break it).
         reserve_upfront: each shard run reserves its quote from the caps when it starts.
         dry_run: quote and pre-flight only; start no shard.
 
@@ -351,7 +352,9 @@ async def edit_sharded(
         "storage_options": storage_options, "idempotency_key": idempotency_key,
         "intent_store_url": intent_store_url or join_uri(destination, INTENTS_FOLDER),
         "expected_job_seconds": expected_job_seconds, "fail_on_error": False,
-        "preflight": preflight, "reserve_upfront": reserve_upfront,
+        # The job was checked as a whole above: a shard refused by its own pre-flight would leave no record
+        # and be started again, pointlessly. Its per-run cap still refuses each payment that would break it.
+        "preflight": False, "reserve_upfront": reserve_upfront,
     }
     results = await asyncio.gather(
         *(
