@@ -38,6 +38,7 @@ __all__ = [
     "PreflightCheck",
     "PreflightReport",
     "before_paying",
+    "check_quote",
     "preflight",
     "preflight_job",
     "quote_artifact",
@@ -157,6 +158,32 @@ async def quote_artifact(quote: BatchQuote, report: PreflightReport | None, *, p
     )
 
 
+async def check_quote(
+    wallet: StableStudioWallet, quote: BatchQuote, budget: SpendBudget, *, check: bool, prefix: str
+) -> PreflightReport | None:
+    """Log the quote, run the pre-flight (`check`), write the quote artifact, and raise when short.
+
+    Raises:
+        PreflightRefused: `check` and a cap or the balance is short (nothing paid).
+    """
+    logger = get_run_logger()
+    report = await preflight(wallet, quote, budget) if check else None
+    await quote_artifact(quote, report, prefix=prefix)
+    logger.info(
+        "quote: $%s for %d uploads and %d paid calls (%d already paid)",
+        f"{quote.total_usd:f}",
+        sum(1 for line in quote.lines if line.what == "upload"),
+        sum(1 for line in quote.lines if line.what != "upload"),
+        quote.already_paid,
+    )
+    if report is not None:
+        for warning in report.warnings:
+            logger.warning("pre-flight: %s", warning)
+        report.raise_if_short()
+        logger.info("pre-flight passed: %s", "; ".join(c.describe() for c in report.checks) or "no caps")
+    return report
+
+
 async def before_paying(
     wallet: StableStudioWallet,
     budget: SpendBudget,
@@ -182,20 +209,7 @@ async def before_paying(
     quote = await quote_batch(
         wallet, items, prompt, options, store=store, storage_options=storage_options, user_key=user_key
     )
-    report = await preflight(wallet, quote, budget) if check else None
-    await quote_artifact(quote, report, prefix=prefix)
-    logger.info(
-        "quote: $%s for %d uploads and %d edits (%d already paid)",
-        f"{quote.total_usd:f}",
-        sum(1 for line in quote.lines if line.what == "upload"),
-        sum(1 for line in quote.lines if line.what == "edit"),
-        quote.already_paid,
-    )
-    if report is not None:
-        for warning in report.warnings:
-            logger.warning("pre-flight: %s", warning)
-        report.raise_if_short()
-        logger.info("pre-flight passed: %s", "; ".join(c.describe() for c in report.checks) or "no caps")
+    await check_quote(wallet, quote, budget, check=check, prefix=prefix)
     if reserve_upfront and quote.priced_total:
         await budget.reserve_for_run(quote.priced_total)
         logger.info("reserved $%s from the caps for this run", f"{to_dollars(quote.priced_total):f}")

@@ -53,6 +53,7 @@ __all__ = [
     "QuoteLine",
     "published_maximum",
     "quote_batch",
+    "quote_generation",
 ]
 
 EDIT_PATH = "/api/generate/flux-2-pro/edit"
@@ -78,7 +79,7 @@ class QuoteLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     item: int
-    what: Literal["upload", "edit"]
+    what: Literal["upload", "edit", "generate"]
     image: str
     amount: int
     source: PriceSource
@@ -206,13 +207,13 @@ class _Pricer:
         self._edits: dict[str, Price] = {}
         self._maxima: dict[str, int | None] = {}
 
-    async def _server(self, ask: Awaitable[Quote | None]) -> Price:
+    async def server(self, ask: Awaitable[Quote | None]) -> Price:
         """A server quote; raises what the server or the policy refused, as the paying call would."""
         async with self.gate:
             quote = await ask
         return (0, "server quote", "free") if quote is None else (quote.amount, "server quote", "")
 
-    async def _ceiling(self, path: str, why: str) -> Price:
+    async def ceiling(self, path: str, why: str) -> Price:
         if path not in self._maxima:
             self._maxima[path] = await published_maximum(self.client.base_url, path)
         maximum = self._maxima[path]
@@ -229,18 +230,16 @@ class _Pricer:
 
     async def _upload(self, image: InputImage) -> Price:
         try:
-            return await self._server(
-                self.client.quote_upload(image.filename, image.content_type, image.size)
-            )
+            return await self.server(self.client.quote_upload(image.filename, image.content_type, image.size))
         except (PolicyRefused, InvalidRequest) as exc:
             return 0, "not payable", f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:  # a transient failure: the published ceiling keeps the pre-flight safe
-            return await self._ceiling("/api/upload", f"server quote failed ({type(exc).__name__})")
+            return await self.ceiling("/api/upload", f"server quote failed ({type(exc).__name__})")
 
     async def edit(self, request: EditRequest, options: EditOptions) -> Price:
         """The price of an edit whose images are uploaded: its own body's quote."""
         try:
-            return await self._server(self.client.quote_edit(request))
+            return await self.server(self.client.quote_edit(request))
         except PolicyRefused as exc:
             return 0, "not payable", f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:
@@ -268,7 +267,7 @@ class _Pricer:
         for probe in [p for p in dict.fromkeys(probes) if p][:3]:  # an old blob may be gone: try a few
             request = EditRequest(prompt=prompt, images=[probe], **params)
             try:
-                amount, _, note = await self._server(self.client.quote_edit(request))
+                amount, _, note = await self.server(self.client.quote_edit(request))
             except PolicyRefused as exc:
                 return 0, "not payable", f"{type(exc).__name__}: {exc}"[:300]
             except Exception:  # noqa: S112 - the next probe, or the next source, answers instead
@@ -283,7 +282,7 @@ class _Pricer:
                 and _options_of(record.request) == wanted
             ):
                 return record.payment.amount, "last paid", f"on {record.updated_at:%Y-%m-%d %H:%M} UTC"
-        return await self._ceiling(EDIT_PATH, "")
+        return await self.ceiling(EDIT_PATH, "")
 
 
 async def _item_lines(
@@ -377,4 +376,41 @@ async def quote_batch(
         if client.stats.payments_signed:
             raise RuntimeError("a quote signed a payment: this must never happen")
     lines.sort(key=lambda line: (line.item, line.what != "upload"))
+    return BatchQuote(lines=lines)
+
+
+async def quote_generation(
+    wallet: StableStudioWallet, path: str, body: dict[str, Any] | None, uploads: Sequence[InputImage]
+) -> BatchQuote:
+    """Price one generate call and the uploads it needs first; nothing is signed or paid.
+
+    `body` is the request when it can be built (no input images, or their blob URLs are known): its own 402
+    prices it. Otherwise (images still to upload) the route's published maximum, else the per-call cap,
+    bounds it (a ceiling, not counted by the pre-flight).
+
+    Raises:
+        InvalidRequest, PolicyRefused: the server or the policy refuses the body (nothing paid).
+    """
+    async with wallet.get_client(enforce_budget=False) as client:
+        pricer = _Pricer(wallet, client, IntentStore())
+        lines = []
+        for image in uploads:
+            amount, source, note = await pricer.upload(image)
+            lines.append(
+                QuoteLine(item=0, what="upload", image=image.uri, amount=amount, source=source, note=note)
+            )
+        try:
+            if body is None:
+                raise LookupError("its input images are not uploaded yet")
+            amount, source, note = await pricer.server(client.quote_post(path, body))
+        except (InvalidRequest, PolicyRefused):
+            raise
+        except Exception as exc:  # images to upload first, or a transient failure: the ceiling bounds it
+            amount, source, note = await pricer.ceiling(
+                path,
+                str(exc) if isinstance(exc, LookupError) else f"server quote failed ({type(exc).__name__})",
+            )
+        lines.append(QuoteLine(item=0, what="generate", image=path, amount=amount, source=source, note=note))
+        if client.stats.payments_signed:
+            raise RuntimeError("a quote signed a payment: this must never happen")
     return BatchQuote(lines=lines)

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from prefect_stablestudio.client.errors import PreflightRefused
 from prefect_stablestudio.flows import EditOptions, IntentStore, edit_images
+from prefect_stablestudio.flows.generate import generate
 from prefect_stablestudio.flows.quotes import quote_batch
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
@@ -186,3 +187,19 @@ async def test_a_dry_run_quotes_and_pays_nothing(sim: Any, make_wallet: Any, tmp
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dry-quote"]))
         )
     assert artifact and "per-call cap" in str(artifact[0].data)
+
+
+async def test_a_generation_over_the_per_run_cap_is_refused_at_its_preflight(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    name, wallet, _ = await make_wallet(sim, max_usd_per_run="0.02")
+    kwargs: dict[str, Any] = dict(
+        wallet_block=name, prompt="a lighthouse", destination=str(tmp_path / "out"), model="flux-2-pro",
+        operation="generate", params={"resolution": "1 MP"}, expected_job_seconds=0.3,
+        intent_store_url=str(tmp_path / "intents"),
+    )
+    with pytest.raises(PreflightRefused, match=r"per flow run cap short by \$0\.01 \(\$0\.02 left\)"):
+        await generate(**kwargs)
+    assert payments(sim, wallet.address) == []
+    outcome = await generate(**{**kwargs, "params": {"resolution": "0.5 MP"}})  # $0.02 fits exactly
+    assert outcome.cost_usd == Decimal("0.02") and len(payments(sim, wallet.address)) == 1
