@@ -214,6 +214,7 @@ class _Pricer:
         return (0, "server quote", "free") if quote is None else (quote.amount, "server quote", "")
 
     async def ceiling(self, path: str, why: str) -> Price:
+        """The most `path` may cost: its published maximum, else the wallet's per-call cap."""
         if path not in self._maxima:
             self._maxima[path] = await published_maximum(self.client.base_url, path)
         maximum = self._maxima[path]
