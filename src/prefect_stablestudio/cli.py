@@ -164,11 +164,15 @@ async def _edit(
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import outcome_table, run_edits
     from prefect_stablestudio.flows.models import EditOptions
+    from prefect_stablestudio.quoting import quote_images
     from prefect_stablestudio.wallets import load_wallet_or_explain
 
     quiet_prefect_console(logging.NOTSET if verbose else logging.WARNING)
     block = await load_wallet_or_explain(wallet)
     console.print(f"Wallet {block.public_address} on {block.base_url}")
+    # The flow checks again; checked here first, a batch that cannot finish is one clean error line.
+    _, report = await quote_images(wallet, images, prompt, EditOptions(**options))
+    report.raise_if_short()
     edit_run = await run_edits(
         wallet, images, prompt, out, EditOptions(**options), max_concurrency=concurrency
     )

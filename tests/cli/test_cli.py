@@ -207,7 +207,8 @@ def test_quote_prints_each_price_with_its_source_checks_caps_and_balance_and_pay
         path.write_bytes(png_bytes((i * 90, 10, 10)))
         images.append(str(path))
 
-    result = invoke("quote", *images, "--prompt", "make it snow", "--wallet", wallet_name)
+    intents = ("--intents", str(tmp_path / "intents"))  # a fresh store: the edits are priced at a ceiling
+    result = invoke("quote", *images, "--prompt", "make it snow", "--wallet", wallet_name, *intents)
     assert result.exit_code == 1, result.output  # two uploads alone ($0.02) exceed the $0.015 day cap
     assert "server quote" in result.output and "$0.01" in result.output
     assert "rolling 24 h cap: $0.015 left, short by $0.005" in result.output
@@ -215,7 +216,8 @@ def test_quote_prints_each_price_with_its_source_checks_caps_and_balance_and_pay
     assert payments(sim, address) == []
     assert_key_absent(result, key)
 
-    fits = invoke("quote", images[0], "--prompt", "make it snow", "--wallet", wallet_name)
+    assert "per-call cap" in result.output
+    fits = invoke("quote", images[0], "--prompt", "make it snow", "--wallet", wallet_name, *intents)
     assert fits.exit_code == 0, fits.output
     assert "Nothing was paid." in fits.output and payments(sim, address) == []
 
