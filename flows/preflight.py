@@ -35,6 +35,7 @@ from prefect_stablestudio.flows.quotes import BatchQuote, quote_batch
 from prefect_stablestudio.flows.storage import StorageOptions
 
 __all__ = [
+    "NEXT_RUN",
     "PreflightCheck",
     "PreflightReport",
     "before_paying",
@@ -45,6 +46,11 @@ __all__ = [
     "quote_edits",
     "quote_edits_flow",
 ]
+
+
+NEXT_RUN = "next-run"
+"""A flow run id that names no run: its per-run limit does not exist, so the whole per-run cap is left, as it
+will be for the run that pays for a quote made outside one (`quote_edits_flow`, the CLI)."""
 
 
 @dataclass(frozen=True)
@@ -285,8 +291,9 @@ async def quote_edits_flow(
     idempotency_key: str | None = None,
     artifact_prefix: str = "stablestudio",
 ) -> BatchQuote:
-    """Quote a batch and run its pre-flight against the wallet's shared caps (24 h, lifetime) and balance,
-    without paying or failing: the quote table artifact carries the pre-flight's lines, shortfalls included.
+    """Quote a batch and run its pre-flight against the wallet's caps (a whole per-run cap, as a run editing
+    the batch would have; 24 h; lifetime) and balance, without paying or failing: the quote table artifact
+    carries the pre-flight's lines, shortfalls included.
 
     Example:
         ```python
@@ -299,7 +306,7 @@ async def quote_edits_flow(
         wallet_block, items, prompt, options, storage_options, intent_store_url, idempotency_key
     )
     wallet = await load_wallet(wallet_block)
-    report = await preflight(wallet, quote, wallet.budget())
+    report = await preflight(wallet, quote, wallet.budget(NEXT_RUN))
     await quote_artifact(quote, report, prefix=artifact_key(artifact_prefix) or "stablestudio")
     logger = get_run_logger()
     logger.info("quote: $%s; %s", f"{quote.total_usd:f}", "; ".join(report.lines()) or "no caps")

@@ -23,11 +23,7 @@ if TYPE_CHECKING:
     from prefect_stablestudio.flows.preflight import PreflightReport
     from prefect_stablestudio.flows.quotes import BatchQuote
 
-__all__ = ["NEXT_RUN", "quote_images", "quote_table"]
-
-NEXT_RUN = "next-run"
-"""A flow run id that names no run: its per-run limit does not exist, so the whole per-run cap is left, as it
-will be for the run that edits these images."""
+__all__ = ["quote_images", "quote_table"]
 
 
 async def quote_images(
@@ -45,7 +41,7 @@ async def quote_images(
         RpcError: the wallet's RPC answered the balance read badly.
     """
     from prefect_stablestudio.flows.intents import IntentStore
-    from prefect_stablestudio.flows.preflight import preflight
+    from prefect_stablestudio.flows.preflight import NEXT_RUN, preflight
     from prefect_stablestudio.flows.quotes import quote_batch
     from prefect_stablestudio.wallets import load_wallet_or_explain
 

@@ -13,7 +13,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from prefect_stablestudio.client.errors import PreflightRefused
-from prefect_stablestudio.flows import EditOptions, IntentStore, edit_images
+from prefect_stablestudio.flows import (
+    EditOptions,
+    IntentStore,
+    edit_images,
+    edit_new_images,
+    quote_edits_flow,
+)
 from prefect_stablestudio.flows.generate import generate
 from prefect_stablestudio.flows.quotes import quote_batch
 from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
@@ -203,3 +209,25 @@ async def test_a_generation_over_the_per_run_cap_is_refused_at_its_preflight(
     assert payments(sim, wallet.address) == []
     outcome = await generate(**{**kwargs, "params": {"resolution": "0.5 MP"}})  # $0.02 fits exactly
     assert outcome.cost_usd == Decimal("0.02") and len(payments(sim, wallet.address)) == 1
+
+
+async def test_the_quote_flow_and_a_pipeline_dry_run_pay_nothing(
+    sim: Any, make_wallet: Any, tmp_path: Path
+) -> None:
+    name, wallet, _ = await make_wallet(sim, max_usd_per_run="0.01")
+    batch = images(tmp_path / "in", "flow", 2)
+    quote = await quote_edits_flow(name, batch, prompt="snow", intent_store_url=str(tmp_path / "intents"))
+    assert [line.what for line in quote.lines] == ["upload", "edit", "upload", "edit"]
+    async with get_client() as client:
+        (artifact,) = await client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stablestudio-quote"])),
+            limit=1,
+        )
+    # The flow reports the shortfall rather than failing: two uploads exceed the $0.01 per-run cap.
+    assert "per flow run cap: $0.01 left, short by $0.01" in (artifact.description or "")
+
+    uncapped, other, _ = await make_wallet(sim)
+    folders = (str(tmp_path / "in"), str(tmp_path / "out"))
+    report = await edit_new_images(uncapped, *folders, "snow", dry_run=True)
+    assert report.found == 2 and report.edited == 0 and report.failed == 0
+    assert payments(sim, wallet.address) == [] and payments(sim, other.address) == []
