@@ -236,6 +236,7 @@ class SpendBudget:
         self.limits: tuple[CapLimit, ...] = tuple(limits)
         self._ensured = False
         self._run_id = flow_run_id if per_run is not None else None
+        self._flow_run_id = flow_run_id
 
     @property
     def names(self) -> list[str]:
@@ -290,10 +291,13 @@ class SpendBudget:
         for cap in self.limits:
             if cap.limit <= 0:
                 raise self._exceeded(cap, amount, remaining=0)
-        if self._run_id is None or not RUN_FLOAT.get():
+        run_id = self._run_id
+        if run_id is None and self._flow_run_id is not None and self._float_key(self._flow_run_id) in _FLOATS:
+            run_id = self._flow_run_id  # an up-front reservation (`reserve_for_run`) is this run's float
+        if run_id is None or not RUN_FLOAT.get():
             await self._take(amount)
             return
-        key = (str(PREFECT_API_URL.value()), self._run_id, tuple(self.names))
+        key = self._float_key(run_id)
         locks = _FLOAT_LOCKS.setdefault(asyncio.get_running_loop(), {})
         async with locks.setdefault(key, asyncio.Lock()):
             have = _FLOATS.get(key, 0)
@@ -323,6 +327,37 @@ class SpendBudget:
                     remaining=min(exc.cap, exc.remaining + have), address=self.address,
                 ) from None
             _FLOATS[key] = 0
+
+    def _float_key(self, run_id: str) -> tuple[str, str, tuple[str, ...]]:
+        return (str(PREFECT_API_URL.value()), run_id, tuple(self.names))
+
+    async def reserve_for_run(self, amount: int) -> None:
+        """Reserve `amount` for this flow run up front: one all-or-nothing increment of every cap, held as the
+        run's float, which `reserve` then spends from (inside flows that set `RUN_FLOAT`) and
+        `release_run_budget` gives back when the run ends. A crash leaves it counted as spent.
+
+        Raises:
+            ValueError: the budget is not scoped to a flow run.
+            SpendCapExceeded: a cap cannot take it all; nothing was taken.
+
+        Example:
+            ```python
+            budget = await wallet.ensure_budget_limits(current_flow_run_id())
+            await budget.reserve_for_run(quote.total)     # the whole batch, or SpendCapExceeded
+            ```
+        """
+        if self._flow_run_id is None:
+            raise ValueError("an up-front reservation belongs to a flow run: give the budget its flow_run_id")
+        if amount <= 0 or not self.limits:
+            return
+        for cap in self.limits:
+            if cap.limit <= 0:
+                raise self._exceeded(cap, amount, remaining=0)
+        key = self._float_key(self._flow_run_id)
+        locks = _FLOAT_LOCKS.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(key, asyncio.Lock()):
+            await self._take(amount)
+            _FLOATS[key] = _FLOATS.get(key, 0) + amount
 
     async def _take(self, amount: int) -> None:
         """Increment every limit by `amount` in one call, or none. Raises `SpendCapExceeded`."""

@@ -8,6 +8,7 @@ concurrent payments.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -21,6 +22,7 @@ from prefect_stablestudio.client.downloads import MAX_IMAGE_RESULT_BYTES, MAX_VI
 from prefect_stablestudio.client.money import to_atomic
 from prefect_stablestudio.client.policy import (
     BASE_MAINNET,
+    BASE_USDC,
     TEMPO_MAINNET_CHAIN_ID,
     TEMPO_USDC_E,
     WalletPolicy,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from prefect_stablestudio.client.payment import PaymentHooks
     from prefect_stablestudio.client.studio import StableStudioClient
 
-__all__ = ["LOGO_PATH", "PROJECT_URL", "StableStudioWallet"]
+__all__ = ["LOGO_PATH", "PROJECT_URL", "StableStudioWallet", "WalletBalance"]
 
 PROJECT_URL = "https://github.com/prefect-stablestudio/prefect-stablestudio"
 LOGO_PATH = Path(__file__).with_name("logo.png")
@@ -41,6 +43,16 @@ _ENV_PREFIX = "STABLESTUDIO_"
 
 def _usd_field(default: Decimal | None, title: str, description: str) -> Any:
     return Field(default=default, title=title, description=description, ge=Decimal(0))
+
+
+@dataclass(frozen=True)
+class WalletBalance:
+    """The wallet's balance of one asset on one network, atomic units; `amount` None: not checked (no RPC)."""
+
+    network: str
+    asset: str
+    amount: int | None
+    rpc_url: str | None
 
 
 class StableStudioWallet(CredentialsBlock):
@@ -151,6 +163,14 @@ class StableStudioWallet(CredentialsBlock):
         title="Largest video result (bytes)",
         description="A downloaded video result over this many bytes is refused (default 2 GiB).",
     )
+    base_rpc_url: str | None = Field(
+        default=None,
+        title="Base RPC URL",
+        description=(
+            "JSON-RPC node of Base, read (never written) for the wallet's USDC balance before a batch; "
+            "empty: the balance is not checked."
+        ),
+    )
     max_usd_per_call: Decimal = _usd_field(
         Decimal("0.50"), "Cap per call (USD)", "Largest single payment, in USD."
     )
@@ -222,6 +242,37 @@ class StableStudioWallet(CredentialsBlock):
             mpp_recipients=None if not self.mpp_recipients else frozenset(self.mpp_recipients),
             allow_implausible_prices=self.allow_implausible_prices,
         )
+
+    async def balances(self, *, fresh: bool = False) -> list[WalletBalance]:
+        """The wallet's balance on each network its payment method pays on (x402: USDC on Base; MPP: the
+        first MPP currency on Tempo), read with `eth_call balanceOf` from that network's RPC URL. A network
+        without a URL (`base_rpc_url`, `tempo_rpc_url`) is listed with `amount=None`: not checked. A read of
+        the last few seconds is reused unless `fresh` (`client.chain.BALANCE_CACHE_SECONDS`).
+
+        Raises:
+            RpcError: a node answered badly (never read as a zero or a full balance).
+
+        Example:
+            ```python
+            for balance in await wallet.balances():
+                print(balance.network, "not checked" if balance.amount is None else balance.amount)
+            ```
+        """
+        from prefect_stablestudio.client.chain import balance_of
+
+        wanted: list[tuple[str, str, str | None]] = []
+        if self.payment_method in ("x402", "auto"):
+            wanted.append((BASE_MAINNET, BASE_USDC.address, self.base_rpc_url))
+        if self.payment_method in ("mpp", "auto") and self.mpp_currencies:
+            chain = self.mpp_chain_ids[0] if self.mpp_chain_ids else TEMPO_MAINNET_CHAIN_ID
+            wanted.append((f"tempo:{chain}", self.mpp_currencies[0], self.tempo_rpc_url))
+        out: list[WalletBalance] = []
+        for network, asset, rpc_url in wanted:
+            amount = (
+                None if not rpc_url else await balance_of(rpc_url, asset, self.public_address, fresh=fresh)
+            )
+            out.append(WalletBalance(network=network, asset=asset, amount=amount, rpc_url=rpc_url))
+        return out
 
     def caps(self) -> dict[CapName, int | None]:
         """Every cap in atomic units (None: no cap)."""
@@ -326,6 +377,7 @@ class StableStudioWallet(CredentialsBlock):
         | `STABLESTUDIO_MAX_USD_PER_CALL` / `_PER_RUN` / `_PER_DAY` / `_TOTAL` | the caps |
         | `STABLESTUDIO_PAYMENT_METHOD` (x402, mpp or auto) | payment_method |
         | `STABLESTUDIO_TEMPO_RPC_URL` | tempo_rpc_url |
+        | `STABLESTUDIO_BASE_RPC_URL` | base_rpc_url |
         | `STABLESTUDIO_MPP_CURRENCIES` / `_MPP_RECIPIENTS` / `_MPP_CHAIN_IDS` (comma-separated) | MPP lists |
 
         Raises:
@@ -346,6 +398,7 @@ class StableStudioWallet(CredentialsBlock):
             "BLOB_API_URL": "blob_api_url",
             "PAYMENT_METHOD": "payment_method",
             "TEMPO_RPC_URL": "tempo_rpc_url",
+            "BASE_RPC_URL": "base_rpc_url",
         }
         for suffix, name in simple.items():
             if env.get(_ENV_PREFIX + suffix):

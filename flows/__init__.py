@@ -27,6 +27,8 @@ from prefect_stablestudio.flows.models import (
     UnreconciledPayment,
 )
 from prefect_stablestudio.flows.pipelines import PipelineReport, edit_new_images
+from prefect_stablestudio.flows.preflight import quote_edits, quote_edits_flow
+from prefect_stablestudio.flows.quotes import BatchQuote, QuoteLine
 from prefect_stablestudio.flows.reconcile import UploadFailedAfterPaying
 from prefect_stablestudio.flows.shards import ShardedReport, edit_shard, edit_sharded
 from prefect_stablestudio.flows.tasks import (
@@ -39,6 +41,7 @@ from prefect_stablestudio.flows.tasks import (
 )
 
 __all__ = [
+    "BatchQuote",
     "BatchResult",
     "EditBatchFailed",
     "EditFailed",
@@ -50,6 +53,7 @@ __all__ = [
     "PaidJob",
     "PaymentIntent",
     "PipelineReport",
+    "QuoteLine",
     "SavedResult",
     "ShardedReport",
     "UnreconciledPayment",
@@ -64,6 +68,8 @@ __all__ = [
     "edit_sharded",
     "generate",
     "intent_key",
+    "quote_edits",
+    "quote_edits_flow",
     "save_media",
     "save_result",
     "submit_edit",

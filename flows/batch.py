@@ -64,7 +64,7 @@ from prefect_stablestudio.flows.storage import (
     write_bytes,
 )
 
-__all__ = ["OPERATION", "EditBatch", "worth_retrying"]
+__all__ = ["OPERATION", "EditBatch", "edit_intent_key", "worth_retrying"]
 
 OPERATION = "flux-2-pro/edit"
 RETRY_DELAYS = (1.0, 4.0)
@@ -84,6 +84,19 @@ def worth_retrying(exc: BaseException) -> bool:
     server_error = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500
     store_error = isinstance(exc, OSError) and not isinstance(exc, (StableStudioError, *_PATH_ERRORS))
     return is_transient(exc) or server_error or store_error
+
+
+def edit_intent_key(
+    wallet: str, inputs: list[InputImage], prompt: str, options: EditOptions, user_key: str | None
+) -> str:
+    """The idempotency key of one edit: its wallet, inputs (URI and sha256), prompt, options and user key."""
+    return intent_key(
+        OPERATION,
+        wallet,
+        inputs=[(i.uri, i.sha256) for i in inputs],
+        params={"prompt": prompt, **options.request_params()},
+        user_key=user_key,
+    )
 
 
 class _UploadsFailed(Exception):
@@ -145,13 +158,7 @@ class EditBatch:
             if not prompt:
                 raise ValueError("no prompt: give one for the batch or for this item")
             inputs = [await read_input(uri, self.storage_options) for uri in item.images]
-            key = intent_key(
-                OPERATION,
-                self.wallet.public_address,
-                inputs=[(i.uri, i.sha256) for i in inputs],
-                params={"prompt": prompt, **self.options.request_params()},
-                user_key=self.user_key,
-            )
+            key = edit_intent_key(self.wallet.public_address, inputs, prompt, self.options, self.user_key)
             outcome.idempotency_key = key
             target = join_uri(self.destination, item.output_name or _output_name(inputs[0], self.options))
             async with self.locks[key]:

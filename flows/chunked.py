@@ -30,10 +30,12 @@ from typing import Annotated, Any, cast
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel, Field
 
 from prefect_stablestudio.flows.edit import EditBatchFailed
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.preflight import preflight_job
 
 __all__ = ["ChunkResult", "ChunkedResult", "edit_chunk", "edit_images_chunked", "split"]
 
@@ -112,6 +114,9 @@ def edit_images_chunked(
     intent_store_url: str | None = None,
     expected_job_seconds: float = 5.0,
     fail_on_error: bool = True,
+    preflight: bool = True,
+    reserve_upfront: bool = False,
+    dry_run: bool = False,
 ) -> ChunkedResult:
     """`edit_images` over chunks submitted to the flow's task runner; one result for all of them.
 
@@ -130,6 +135,10 @@ def edit_images_chunked(
         intent_store_url: the shared intent store.
         expected_job_seconds: typical job duration (the first poll comes near it).
         fail_on_error: raise `EditBatchFailed` (with the result) when an edit failed.
+        preflight: quote all items first and fail before any chunk starts if the shared caps (24 h,
+            lifetime) or the balance are short (the chunks' runs do not check again).
+        reserve_upfront: each chunk's run reserves its quote from the caps when it starts.
+        dry_run: quote and pre-flight only; submit no chunk.
 
     Example:
         ```python
@@ -138,10 +147,20 @@ def edit_images_chunked(
         )
         ```
     """
+    if items and (preflight or dry_run):
+        run_coro_as_sync(preflight_job(
+            wallet_block, [EditItem.model_validate(i) for i in items], prompt, options,
+            intent_store_url=intent_store_url, storage_options=storage_options, user_key=None,
+            prefix="stablestudio-chunked",
+        ))
+    if dry_run:
+        return ChunkedResult(outcomes=[], spent_usd=Decimal(0), workers=[])
     shared = {
         "prompt": prompt, "options": options, "max_concurrency": max_concurrency,
         "storage_options": storage_options, "intent_store_url": intent_store_url,
-        "expected_job_seconds": expected_job_seconds,
+        # Checked as a whole above; each chunk's per-run cap still refuses each payment that would break it.
+        "expected_job_seconds": expected_job_seconds, "preflight": False,
+        "reserve_upfront": reserve_upfront,
     }
     futures = [
         edit_chunk.submit(wallet_block, chunk, destination, **shared) for chunk in split(list(items), chunks)

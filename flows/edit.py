@@ -41,6 +41,7 @@ from prefect_stablestudio.flows.artifacts import (
 from prefect_stablestudio.flows.batch import EditBatch
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.preflight import before_paying
 from prefect_stablestudio.flows.receipts import Receipt, ReceiptBook
 from prefect_stablestudio.flows.storage import StorageOptions
 from prefect_stablestudio.flows.tasks import load_wallet
@@ -171,6 +172,9 @@ async def _run_batch(
     max_result_bytes: int | None = None,
     edits_per_task: int | None = None,
     artifact_per_edit: bool | None = None,
+    preflight: bool = False,
+    reserve_upfront: bool = False,
+    dry_run: bool = False,
 ) -> BatchResult:
     prefix = artifact_key(artifact_prefix) or "stablestudio"
     wallet = await load_wallet(wallet_block)
@@ -178,6 +182,16 @@ async def _run_batch(
     # Create the caps' limits now (the per-run one included) and fail early if Prefect cannot hold them.
     budget = await wallet.ensure_budget_limits(run_id)
     store = IntentStore(intent_store_url, intent_storage_options or storage_options)
+    quoted: Decimal | None = None
+    if preflight or reserve_upfront or dry_run:
+        batch_quote = await before_paying(
+            wallet, budget, items, prompt, options, store=store, storage_options=storage_options,
+            user_key=idempotency_key, check=preflight or dry_run,
+            reserve_upfront=reserve_upfront and not dry_run, prefix=prefix,
+        )
+        quoted = batch_quote.total_usd
+        if dry_run:
+            return BatchResult(outcomes=[], spent_usd=Decimal(0), quoted_usd=quoted)
     single, small = len(items) == 1, len(items) <= SMALL_BATCH
     batch = EditBatch(
         wallet, store, destination=destination, options=options, storage_options=storage_options,
@@ -226,7 +240,7 @@ async def _run_batch(
         outcomes.append(outcome)
     spent = sum((o.upload_cost_usd + (o.cost_usd if o.paid_now else 0) for o in outcomes), Decimal(0))
     owed = [p for o in outcomes for p in o.unreconciled_payments]
-    result = BatchResult(outcomes=outcomes, spent_usd=spent, unreconciled_payments=owed)
+    result = BatchResult(outcomes=outcomes, spent_usd=spent, unreconciled_payments=owed, quoted_usd=quoted)
     await run_table_artifact(outcomes, prefix=prefix)
     try:
         remaining: dict[str, int] = {str(k): v for k, v in (await budget.remaining()).items()}
@@ -351,6 +365,13 @@ async def edit_images(
     artifact_per_edit: Annotated[
         bool | None, Field(description="An image artifact per edit; empty: only for batches of up to 20.")
     ] = None,
+    preflight: Annotated[
+        bool, Field(description="Quote the batch and fail before paying if a cap or the balance is short.")
+    ] = True,
+    reserve_upfront: Annotated[
+        bool, Field(description="Reserve the whole quote from the caps at the start; give back the rest.")
+    ] = False,
+    dry_run: Annotated[bool, Field(description="Quote and pre-flight only: pay nothing.")] = False,
 ) -> BatchResult:
     """Edit many images (one prompt, or one per item) with bounded concurrency; keep every success.
 
@@ -379,6 +400,13 @@ async def edit_images(
             most 100. Task runs cost Prefect's API server more CPU than the edits themselves (bench/).
         artifact_per_edit: an image (or link) artifact per saved edit. Default: for batches of up to 20
             edits; the table and summary artifacts list every edit either way.
+        preflight: before the first payment, quote the batch (`flows/quotes.py`, written as the `-quote`
+            artifact) and fail with `PreflightRefused` if it exceeds what a cap (per run, 24 h, lifetime) has
+            left or what the wallet holds (read when it has an RPC URL). Already-paid edits are not counted.
+        reserve_upfront: reserve the whole quote from the caps in one all-or-nothing call at the start and
+            spend from it, so other runs sharing the caps cannot starve this one halfway; what is left goes
+            back when the run ends (a crash leaves it counted as spent).
+        dry_run: quote and pre-flight only; pay nothing. The result has no outcomes and `quoted_usd` set.
 
     Example:
         ```python
@@ -397,6 +425,7 @@ async def edit_images(
         max_result_bytes=max_result_bytes,
         expected_job_seconds=expected_job_seconds, artifact_prefix=artifact_prefix,
         edits_per_task=edits_per_task, artifact_per_edit=artifact_per_edit,
+        preflight=preflight, reserve_upfront=reserve_upfront, dry_run=dry_run,
     )
     if fail_on_error and result.failed:
         raise EditBatchFailed(result)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import mimetypes
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -39,6 +40,8 @@ from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.preflight import check_quote
+from prefect_stablestudio.flows.quotes import quote_generation
 from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.storage import (
     StorageOptions,
@@ -219,6 +222,9 @@ async def generate(
     max_wait_seconds: float | None = None,
     expected_job_seconds: float | None = None,
     max_result_bytes: int | None = None,
+    preflight: Annotated[
+        bool, Field(description="Quote first and fail before paying if a cap or the balance is short.")
+    ] = True,
 ) -> GenerationOutcome:
     """Generate one image or video with any catalogued model, paying the quoted price once.
 
@@ -239,6 +245,8 @@ async def generate(
             (videos: minutes).
         max_result_bytes: the most the result may weigh; default the wallet's limit for its media (64 MiB
             for an image, 2 GiB for a video). A larger one stops the download with `ResultTooLarge`.
+        preflight: before paying, quote the uploads and the call (the `generate-quote` artifact) and raise
+            `PreflightRefused` if a cap or the balance is short (see `edit_images`).
 
     Raises:
         InvalidRequest: unknown route or invalid params (nothing paid).
@@ -248,7 +256,7 @@ async def generate(
     params = dict(params or {})
     _check_params(entry, prompt, params, len(images or []))
     wallet = await load_wallet(wallet_block)
-    await wallet.ensure_budget_limits(current_flow_run_id())
+    budget = await wallet.ensure_budget_limits(current_flow_run_id())
     store = IntentStore(intent_store_url, storage_options)
     inputs = [await read_input(uri, storage_options) for uri in images or []]
     key = intent_key(
@@ -267,6 +275,14 @@ async def generate(
     upload_cost = 0
     blob_urls = [rec.get("blob_url", "") for rec in intent.inputs]
     need_upload = len(blob_urls) != len(inputs) or not all(blob_urls)
+    if preflight and intent.job_id is None and (intent.payment is None or intent.status == "rejected"):
+        known = not inputs or not need_upload
+        request = entry.build(entry.with_images({**params, "prompt": prompt}, blob_urls)) if known else None
+        path = f"/api/generate/{quote(model, safe='')}/{quote(operation, safe='')}"
+        cost = await quote_generation(
+            wallet, path, request.body() if request else None, inputs if need_upload else []
+        )
+        await check_quote(wallet, cost, budget, check=True, prefix="generate")
     if intent.job_id is None and intent.payment is None and need_upload:
         uploaded = [
             await upload_image(wallet, image, storage_options=storage_options, intent_store=store)

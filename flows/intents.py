@@ -232,6 +232,30 @@ class IntentStore:
             return self._read_local(key)
         return await asyncio.to_thread(self._read, key)
 
+    async def records(self, limit: int | None = None) -> list[PaymentIntent]:
+        """The records in the store, the most recently written first (at most `limit` of them): for price
+        look-ups and reports, not per edit.
+        """
+
+        def scan() -> list[PaymentIntent]:
+            fs, root = url_to_fs(self.url, **self.storage_options)
+            try:
+                listing = fs.ls(root, detail=True)
+            except FileNotFoundError:
+                return []
+            files = [e for e in listing if e.get("type") == "file" and str(e["name"]).endswith(".json")]
+            files.sort(key=_written, reverse=True)
+            found: list[PaymentIntent] = []
+            for entry in files[:limit]:
+                key = os.path.basename(str(entry["name"]))[: -len(".json")]
+                if _KEY.fullmatch(key):
+                    record = self._read_local(key) if self._local_dir is not None else self._read(key)
+                    if record is not None:
+                        found.append(record)
+            return found
+
+        return await asyncio.to_thread(scan)
+
     async def put(self, intent: PaymentIntent) -> PaymentIntent:
         """Write (replace) the record; returns it with `updated_at` set."""
         intent = intent.model_copy(update={"updated_at": datetime.now(UTC)})
@@ -243,6 +267,14 @@ class IntentStore:
 
 
 _KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _written(entry: dict[str, Any]) -> float:
+    """When an fsspec listing entry was last written (local `mtime`, S3 `LastModified`), as a timestamp."""
+    value = entry.get("mtime", entry.get("LastModified"))
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _append(path: str, data: bytes) -> None:

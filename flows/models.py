@@ -166,6 +166,9 @@ class BatchResult(BaseModel):
         default_factory=list,
         description="Every payment of the run to reconcile by its nonce (the settled ones count in spent).",
     )
+    quoted_usd: Decimal | None = Field(
+        default=None, description="The batch's quote before paying (when quoted: pre-flight or dry run)."
+    )
 
     @property
     def succeeded(self) -> list[EditOutcome]:

@@ -150,6 +150,13 @@ async def edit_new_images(
     storage_options: dict[str, Any] | None = None,
     intent_store_url: str | None = None,
     fail_on_error: bool = True,
+    preflight: Annotated[
+        bool, Field(description="Quote the batch and fail before paying if a cap or the balance is short.")
+    ] = True,
+    reserve_upfront: Annotated[
+        bool, Field(description="Reserve the whole quote from the caps at the start; give back the rest.")
+    ] = False,
+    dry_run: Annotated[bool, Field(description="Quote and pre-flight only: pay nothing.")] = False,
 ) -> PipelineReport:
     """Edit every image under `source_prefix` that has no result under `destination_prefix` yet.
 
@@ -164,6 +171,8 @@ async def edit_new_images(
         storage_options: fsspec options for both prefixes (e.g. a custom S3 endpoint).
         intent_store_url: where payment intents live; default `<destination_prefix>/.stablestudio-intents`.
         fail_on_error: end the run Failed when an edit failed (successes are kept either way).
+        preflight, reserve_upfront, dry_run: as for `edit_images` (a quote artifact, a pre-flight against
+            the caps and the balance before the first payment, an up-front reservation, a quote-only run).
 
     Returns:
         What was found, skipped, edited, failed or deferred, and what it cost.
@@ -198,6 +207,9 @@ async def edit_new_images(
             storage_options=storage_options,
             intent_store_url=intent_store_url or join_uri(destination_prefix, INTENTS_FOLDER),
             fail_on_error=fail_on_error,
+            preflight=preflight,
+            reserve_upfront=reserve_upfront,
+            dry_run=dry_run,
         )
         report.edited, report.failed = len(result.succeeded), len(result.failed)
         report.spent_usd = result.spent_usd

@@ -58,6 +58,7 @@ from prefect_stablestudio.flows.artifacts import artifact_key, run_table_artifac
 from prefect_stablestudio.flows.edit import edit_images
 from prefect_stablestudio.flows.models import EditItem, EditOptions, EditOutcome
 from prefect_stablestudio.flows.pipelines import INTENTS_FOLDER, _list_relative
+from prefect_stablestudio.flows.preflight import preflight_job
 from prefect_stablestudio.flows.shard_plan import (
     Shard,
     ShardedJobFailed,
@@ -107,6 +108,8 @@ async def edit_shard(
     expected_job_seconds: float = 5.0,
     max_wait_seconds: float = 600.0,
     fail_on_error: bool = True,
+    preflight: bool = True,
+    reserve_upfront: bool = False,
 ) -> ShardRecord:
     """One shard of a sharded job: `edit_images` over its items, then a record for the parent.
 
@@ -127,6 +130,7 @@ async def edit_shard(
         expected_job_seconds: typical job duration (the first poll comes near it).
         max_wait_seconds: how long to wait for each job.
         fail_on_error: end the run Failed when an edit failed (after writing the record).
+        preflight, reserve_upfront: as for `edit_images`, over this shard's edits.
 
     Example:
         ```python
@@ -148,6 +152,8 @@ async def edit_shard(
         expected_job_seconds=expected_job_seconds,
         fail_on_error=False,
         artifact_prefix=f"stablestudio-shard-{shard_key[:12]}",
+        preflight=preflight,
+        reserve_upfront=reserve_upfront,
     )
     record = ShardRecord(
         shard_key=shard_key,
@@ -273,6 +279,9 @@ async def edit_sharded(
         int, Field(ge=1, le=10, description="Runs per shard when a run dies before reporting.")
     ] = 3,
     fail_on_error: bool = True,
+    preflight: bool = True,
+    reserve_upfront: bool = False,
+    dry_run: bool = False,
 ) -> ShardedReport:
     """Edit every image of a prefix (or a list) through shard runs of a deployment; one table, one spend.
 
@@ -295,6 +304,11 @@ async def edit_sharded(
         shard_attempts: runs started for a shard whose run died before reporting (a crashed worker, an
             API error); each new run resumes from the intent store, so nothing is paid twice.
         fail_on_error: end the run Failed when an edit has no saved result (the rest is kept).
+        preflight: quote the whole job first and fail before any shard starts if the shared caps (24 h,
+            lifetime) or the balance are short (shard runs do not check again; their per-run cap still
+            refuses each payment that would break it).
+        reserve_upfront: each shard run reserves its quote from the caps when it starts.
+        dry_run: quote and pre-flight only; start no shard.
 
     Returns:
         What was found, skipped, edited and failed, per shard and in total, and what it cost.
@@ -320,7 +334,16 @@ async def edit_sharded(
         "%d images: %d already done, %d to edit in %d shards",
         len(wanted), skipped, len(wanted) - skipped, sum(1 for s in plan if s.items),
     )
-    if any(s.items for s in plan):
+    todo = [item for s in plan for item in s.items]
+    if todo and (preflight or dry_run):
+        await preflight_job(
+            wallet_block, todo, prompt, options, storage_options=storage_options, user_key=idempotency_key,
+            intent_store_url=intent_store_url or join_uri(destination, INTENTS_FOLDER),
+            prefix="stablestudio-sharded",
+        )
+    if dry_run:
+        return report
+    if todo:
         await _check_deployment(shard_deployment)
     records_url = join_uri(destination, SHARDS_FOLDER)
     parameters: dict[str, Any] = {
@@ -329,6 +352,9 @@ async def edit_sharded(
         "storage_options": storage_options, "idempotency_key": idempotency_key,
         "intent_store_url": intent_store_url or join_uri(destination, INTENTS_FOLDER),
         "expected_job_seconds": expected_job_seconds, "fail_on_error": False,
+        # The job was checked as a whole above: a shard refused by its own pre-flight would leave no record
+        # and be started again, pointlessly. Its per-run cap still refuses each payment that would break it.
+        "preflight": False, "reserve_upfront": reserve_upfront,
     }
     results = await asyncio.gather(
         *(

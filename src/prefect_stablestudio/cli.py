@@ -165,11 +165,15 @@ async def _edit(
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import outcome_table, run_edits
     from prefect_stablestudio.flows.models import EditOptions
+    from prefect_stablestudio.quoting import quote_images
     from prefect_stablestudio.wallets import load_wallet_or_explain
 
     quiet_prefect_console(logging.NOTSET if verbose else logging.WARNING)
     block = await load_wallet_or_explain(wallet)
     console.print(f"Wallet {block.public_address} on {block.base_url}")
+    # The flow checks again; checked here first, a batch that cannot finish is one clean error line.
+    _, report = await quote_images(wallet, images, prompt, EditOptions(**options))
+    report.raise_if_short()
     edit_run = await run_edits(
         wallet, images, prompt, out, EditOptions(**options), max_concurrency=concurrency
     )
@@ -181,12 +185,68 @@ async def _edit(
     return 1 if failed else 0
 
 
+@app.command()
+def quote(
+    images: Annotated[
+        list[str],
+        typer.Argument(metavar="IMAGE...", help="Images to edit: local paths or fsspec URLs (s3://...)."),
+    ],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to change.")],
+    wallet: Annotated[
+        str,
+        typer.Option("--wallet", "-w", envvar="STABLESTUDIO_WALLET", help="Name of a saved wallet block."),
+    ] = "default",
+    aspect_ratio: Annotated[str, typer.Option(help=f"One of {', '.join(_ASPECT_RATIOS)}.")] = "1:1",
+    resolution: Annotated[str, typer.Option(help="0.5 MP, 1 MP or 2 MP (larger costs more).")] = "1 MP",
+    output_format: Annotated[str, typer.Option("--format", help="png, jpg or webp.")] = "png",
+    intents: Annotated[
+        str | None, typer.Option(help="Intent store of earlier runs (default: under PREFECT_HOME).")
+    ] = None,
+) -> None:
+    """What editing these images would cost, line by line with each price's source, and whether the
+    wallet's caps and balance can carry it. Nothing is paid. Exit 1 when a cap or the balance is short."""
+    _choice(aspect_ratio, _ASPECT_RATIOS, "--aspect-ratio")
+    _choice(resolution, _RESOLUTIONS, "--resolution")
+    _choice(output_format, _FORMATS, "--format")
+    for image in images:
+        if "://" not in image and not Path(image).is_file():
+            raise typer.BadParameter(f"{image}: no such file", param_hint="IMAGES")
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
+    options = {"aspect_ratio": aspect_ratio, "resolution": resolution, "output_format": output_format}
+    raise typer.Exit(run(_quote(images, prompt, wallet, options, intents)))
+
+
+async def _quote(
+    images: list[str], prompt: str, wallet: str, options: dict[str, Any], intents: str | None
+) -> int:
+    from prefect_stablestudio.console import quiet_prefect_console
+    from prefect_stablestudio.flows.models import EditOptions
+    from prefect_stablestudio.quoting import quote_images, quote_table
+
+    quiet_prefect_console()
+    batch_quote, report = await quote_images(
+        wallet, images, prompt, EditOptions(**options), intent_store_url=intents
+    )
+    console.print(quote_table(batch_quote))
+    for line in report.lines():
+        console.print(f"  {line}")
+    if report.short:
+        err_console.print(f"[bold red]Not enough: {'; '.join(c.describe() for c in report.short)}.[/]")
+        return 1
+    console.print("Nothing was paid.")
+    return 0
+
+
 @wallet_app.command("create")
 def wallet_create(
     name: Annotated[str, typer.Argument(help="Block name to save the wallet under.")],
     base_url: Annotated[str, typer.Option(help="StableStudio API origin.")] = "https://stablestudio.dev",
     blob_api_url: Annotated[
         str | None, typer.Option(help="Upload (blob) API origin, if not the default.")
+    ] = None,
+    base_rpc_url: Annotated[
+        str | None, typer.Option(help="Base JSON-RPC URL, read for the wallet's USDC balance.")
     ] = None,
     max_per_call: Annotated[str, typer.Option(help="Largest single payment, USD.")] = "0.50",
     max_per_run: Annotated[str | None, typer.Option(help="Most one flow run may spend, USD.")] = None,
@@ -205,6 +265,7 @@ def wallet_create(
     fields: dict[str, Any] = {
         "base_url": base_url,
         "blob_api_url": blob_api_url,
+        "base_rpc_url": base_rpc_url,
         "max_usd_per_call": _usd(max_per_call, "--max-per-call"),
         "max_usd_per_run": _usd(max_per_run, "--max-per-run"),
         "max_usd_per_day": _usd(max_per_day, "--max-per-day"),
@@ -242,6 +303,8 @@ def _show(name: str) -> WalletReport:
         console.print(f"  blob API  {report.blob_api_url}")
     console.print(f"  networks  {', '.join(report.allowed_networks)}")
     console.print(f"  pay to    {', '.join(report.allowed_pay_to) if report.allowed_pay_to else 'any'}")
+    for network, balance in report.balances:
+        console.print(f"  balance   {balance} on {network}")
     table = Table(show_edge=False, header_style="bold")
     for column in ("cap", "limit", "spent", "remaining"):
         table.add_column(column)

@@ -60,6 +60,7 @@ async def run_demo(settings: DemoSettings) -> int:
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import outcome_table, run_edits
     from prefect_stablestudio.flows.models import EditOptions
+    from prefect_stablestudio.quoting import quote_images, quote_table
 
     quiet_prefect_console(logging.NOTSET if settings.verbose else logging.WARNING)
     ui_url, has_server = _ui_url()
@@ -89,6 +90,7 @@ async def run_demo(settings: DemoSettings) -> int:
             private_key="0x" + bytes(account.key).hex(),
             base_url=sim.base_url,
             blob_api_url=sim.blob_api_url,
+            base_rpc_url=f"{sim.base_url}/_sim/rpc/base",  # the pre-flight reads the balance there
             max_usd_per_call=Decimal("0.50"),
             max_usd_per_run=Decimal("1.00"),
             max_usd_total=Decimal("2.00"),
@@ -102,13 +104,15 @@ async def run_demo(settings: DemoSettings) -> int:
             await wallet.save(DEMO_WALLET_BLOCK, overwrite=True)
         console.print(f"Wallet block: [bold]{DEMO_WALLET_BLOCK}[/] saved (key encrypted, never printed)")
         console.print(f"Prompt: [italic]{settings.prompt}[/]")
+        options = EditOptions(resolution="1 MP", output_format="png")
+        images = [str(p) for p in inputs]
+        quote, report = await quote_images(DEMO_WALLET_BLOCK, images, settings.prompt, options)
+        console.print("Before paying, the quote (free 402s) and the pre-flight (caps, balance):")
+        console.print(quote_table(quote))
+        for line in report.lines():
+            console.print(f"  {line}")
         run = await run_edits(
-            DEMO_WALLET_BLOCK,
-            [str(p) for p in inputs],
-            settings.prompt,
-            str(results),
-            EditOptions(resolution="1 MP", output_format="png"),
-            max_concurrency=3,
+            DEMO_WALLET_BLOCK, images, settings.prompt, str(results), options, max_concurrency=3,
         )
         state = sim.state()
         balance = Decimal(sim.balance(account.address)) / 1_000_000

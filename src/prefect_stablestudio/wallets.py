@@ -50,6 +50,8 @@ class WalletReport:
     allowed_pay_to: list[str] | None
     rows: list[CapRow] = field(default_factory=list)
     active_runs: list[tuple[str, int, int]] = field(default_factory=list)
+    balances: list[tuple[str, str]] = field(default_factory=list)
+    """(network, balance for people): "$12.5", "not checked (no RPC URL)" or why it could not be read."""
 
 
 async def load_wallet_or_explain(name: str) -> StableStudioWallet:
@@ -120,6 +122,7 @@ async def load_report(name: str) -> WalletReport:
         blob_api_url=wallet.blob_api_url,
         allowed_networks=list(wallet.allowed_networks),
         allowed_pay_to=wallet.allowed_pay_to,
+        balances=await _balances(wallet),
     )
     for cap_name, limit in caps.items():
         if cap_name == "per call" or cap_name == "per flow run" or limit is None:
@@ -139,6 +142,19 @@ async def load_report(name: str) -> WalletReport:
                 break
             offset += 200
     return report
+
+
+async def _balances(wallet: StableStudioWallet) -> list[tuple[str, str]]:
+    from prefect_stablestudio.client.errors import RpcError
+
+    try:
+        found = await wallet.balances()
+    except RpcError as exc:
+        return [("RPC", f"unreadable: {exc}")]
+    return [
+        (b.network, "not checked (no RPC URL)" if b.amount is None else usd(b.amount))
+        for b in found
+    ]
 
 
 def usd(atomic: int | None) -> str:

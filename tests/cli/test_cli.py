@@ -40,7 +40,7 @@ def assert_key_absent(result: Any, key: str) -> None:
 def test_help_lists_every_command() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("demo", "edit", "simulator", "wallet", "budget"):
+    for command in ("demo", "edit", "quote", "simulator", "wallet", "budget"):
         assert command in result.output
     wallet = invoke("wallet", "--help")
     assert wallet.exit_code == 0 and "create" in wallet.output and "show" in wallet.output
@@ -230,3 +230,42 @@ def test_an_unreachable_blob_api_is_found_before_the_upload_is_paid(
     assert result.exit_code == 1
     assert "blob_api_url" in result.output and nowhere in result.output
     assert payments(sim, address) == []  # nothing paid
+
+
+def test_quote_prints_each_price_with_its_source_checks_caps_and_balance_and_pays_nothing(
+    sim: Any, wallet_name: str, tmp_path: Path
+) -> None:
+    key, address = new_key()
+    created = invoke(
+        "wallet", "create", wallet_name, "--base-url", sim.base_url, "--blob-api-url", sim.blob_api_url,
+        "--base-rpc-url", f"{sim.base_url}/_sim/rpc/base", "--max-per-day", "0.015",
+        env={"STABLESTUDIO_PRIVATE_KEY": key},
+    )
+    assert created.exit_code == 0, created.output
+    assert "balance   $100 on eip155:8453" in created.output  # read from the simulator's Base RPC
+    images = []
+    for i in range(2):
+        path = tmp_path / f"q{i}.png"
+        path.write_bytes(png_bytes((i * 90, 10, 10)))
+        images.append(str(path))
+
+    intents = ("--intents", str(tmp_path / "intents"))  # a fresh store: the edits are priced at a ceiling
+    result = invoke("quote", *images, "--prompt", "make it snow", "--wallet", wallet_name, *intents)
+    assert result.exit_code == 1, result.output  # two uploads alone ($0.02) exceed the $0.015 day cap
+    assert "server quote" in result.output and "$0.01" in result.output
+    assert "rolling 24 h cap: $0.015 left, short by $0.005" in result.output
+    assert "balance on eip155:8453: $100 left, enough" in result.output
+    assert payments(sim, address) == []
+    assert_key_absent(result, key)
+
+    assert "per-call cap" in result.output
+    fits = invoke("quote", images[0], "--prompt", "make it snow", "--wallet", wallet_name, *intents)
+    assert fits.exit_code == 0, fits.output
+    assert "Nothing was paid." in fits.output and payments(sim, address) == []
+
+
+def test_quote_refuses_bad_input_before_anything_runs(tmp_path: Path) -> None:
+    assert invoke("quote", "nowhere.png", "--prompt", "x").exit_code == 2
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    assert invoke("quote", str(image), "--prompt", "x", "--resolution", "9 MP").exit_code == 2

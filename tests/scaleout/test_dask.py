@@ -80,6 +80,7 @@ async def test_chunks_run_on_dask_workers_under_one_budget(
         result: ChunkedResult = on_dask(
             name, items, str(tmp_path / "out"), prompt="make it snow", options=OPTIONS, chunks=2,
             max_concurrency=3, intent_store_url=str(tmp_path / "intents"), fail_on_error=False,
+            preflight=False,  # the cap is tested where it refuses each payment, not at the pre-flight
         )
         return result
 

@@ -27,9 +27,11 @@ __all__ = [
     "PaymentOutcomeUnknown",
     "PaymentRejected",
     "PolicyRefused",
+    "PreflightRefused",
     "ProtocolError",
     "RateLimited",
     "ResultTooLarge",
+    "RpcError",
     "StableStudioError",
     "UnexpectedMediaType",
     "UntrustedChallenge",
@@ -254,3 +256,29 @@ class UnexpectedMediaType(ProtocolError):
         super().__init__(message)
         self.expected = expected
         self.head = head
+class RpcError(ProtocolError):
+    """A chain's JSON-RPC node did not answer a read (`eth_call`) usably: unreachable, an error object, a
+    wrong id, or a result that is not one 32-byte hex word. Never read as a zero balance or a free nonce.
+
+    Attributes:
+        rpc_url: the node asked.
+    """
+
+    def __init__(self, message: str, *, rpc_url: str) -> None:
+        super().__init__(message)
+        self.rpc_url = rpc_url
+
+
+class PreflightRefused(PolicyRefused):
+    """A batch's quote is more than a spend cap has left or than the wallet holds; nothing was signed.
+
+    Attributes:
+        shortfalls: (what is short, e.g. "rolling 24 h cap" or "balance on eip155:8453", by how much in
+            atomic units), every one that is short.
+        needed: the batch's quote, atomic units.
+    """
+
+    def __init__(self, message: str, *, shortfalls: list[tuple[str, int]], needed: int) -> None:
+        super().__init__(message, reason="preflight_short")
+        self.shortfalls = shortfalls
+        self.needed = needed

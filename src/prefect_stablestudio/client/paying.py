@@ -31,7 +31,7 @@ from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOu
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.session import Session
-from prefect_stablestudio.client.x402 import decode_settlement, payment_identifier_for, sign_payment
+from prefect_stablestudio.client.x402 import Quote, decode_settlement, payment_identifier_for, sign_payment
 
 __all__ = [
     "REPLAYED_AUTHORIZATION_CODES",
@@ -134,6 +134,23 @@ class PaymentFlow:
         self.session.stats.payments_signed += 1
         await self.hooks.after_signing(signed)
         return await self._send_signed(kind, url, content, body, signed, resend=False, find=find_existing)
+
+    async def quote(self, kind: str, path: str, body: Any) -> Quote | None:
+        """What `post` would be asked to pay for `body`, and nothing more: the unpaid POST and the 402's
+        offers, checked against the policy by the same `choose_quote`. No hook runs, nothing is signed.
+
+        Returns None when the route answered without asking for payment (it is free).
+
+        Raises:
+            InvalidRequest: the server refused the body (a 400 comes before any quote).
+            PolicyRefused: no offer passes the policy (the payment would be refused too).
+        """
+        url = self.session.url(path)
+        content = canonical_json(body)
+        response = await self._unpaid(kind, url, content)
+        if response.is_success:
+            return None
+        return choose_quote(response, self.policy, url, hashlib.sha256(content).hexdigest())
 
     def _check_reusable(self, payment: Payment, url: str, body_sha256: str) -> None:
         if payment.body_sha256 != body_sha256:

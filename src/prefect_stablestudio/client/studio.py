@@ -73,6 +73,7 @@ from prefect_stablestudio.client.server_values import check_job_id, check_result
 from prefect_stablestudio.client.session import Session, SiwxMode
 from prefect_stablestudio.client.sources import ImageSource, open_source
 from prefect_stablestudio.client.uploads import TicketCallback, upload_opened
+from prefect_stablestudio.client.x402 import Quote
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_BLOB_API_URL", "StableStudioClient"]
 
@@ -247,6 +248,36 @@ class StableStudioClient:
         return await flow.post(
             kind, path, body, payment=payment, idempotency_key=idempotency_key, find_existing=find
         )
+
+    async def quote_post(self, path: str, body: Any, *, kind: str = "generate") -> Quote | None:
+        """The price a paid route asks for `body`, read from its 402; nothing is signed or paid.
+
+        Returns None when the route did not ask for payment. The policy checks the offers as it would before
+        paying, so a quote the wallet would refuse raises `PolicyRefused` here too.
+
+        Example:
+            ```python
+            quote = await client.quote_post("/api/upload", {"filename": "a.png", "contentType": "image/png",
+                                                             "size": 1234})
+            print(quote.amount_usd if quote else "free")
+            ```
+        """
+        _, flow = self._ensure_open()
+        return await flow.quote(kind, path, body)
+
+    async def quote_upload(self, filename: str, content_type: str, size: int) -> Quote | None:
+        """The price of uploading a file of this name, type and size (its ticket's 402); nothing is paid."""
+        body = {"filename": filename, "contentType": content_type, "size": size}
+        return await self.quote_post("/api/upload", body, kind="upload")
+
+    async def quote_edit(self, request: EditRequest) -> Quote | None:
+        """The price of a Flux 2 Pro edit (its 402); nothing is paid. Its image URLs must be uploaded ones."""
+        return await self.quote_generation("flux-2-pro", "edit", request.body())
+
+    async def quote_generation(self, model: str, operation: str, body: dict[str, Any]) -> Quote | None:
+        """The price of any `POST /api/generate/{model}/{operation}` body (its 402); nothing is paid."""
+        path = f"/api/generate/{quote(model, safe='')}/{quote(operation, safe='')}"
+        return await self.quote_post(path, body)
 
     async def submit_generation(
         self,

@@ -1,0 +1,160 @@
+"""Read-only chain queries over plain JSON-RPC: a token balance (`balanceOf`) and an EIP-3009 nonce's state.
+
+No web3 stack: one `eth_call` with hand-encoded calldata, answered by one 32-byte word. The answer is checked
+strictly (JSON-RPC 2.0, our id, no error object, `0x` + exactly 64 hex digits): a hostile or broken node
+gives `RpcError`, never a silent zero balance or a nonce wrongly read as unused. Balances are cached for a few
+seconds per (node, token, owner), so a pre-flight and the CLI do not ask twice in a row.
+
+Example:
+    >>> from prefect_stablestudio.client.chain import balance_of_calldata, decode_word
+    >>> balance_of_calldata("0x" + "ab" * 20)[:10]
+    '0x70a08231'
+    >>> decode_word("0x" + "0" * 62 + "2a", rpc_url="http://127.0.0.1:1")
+    42
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from typing import Any
+
+import httpx
+
+from prefect_stablestudio.client._http import check_url
+from prefect_stablestudio.client.errors import RpcError
+
+__all__ = [
+    "BALANCE_CACHE_SECONDS",
+    "authorization_state",
+    "authorization_state_calldata",
+    "balance_of",
+    "balance_of_calldata",
+    "decode_word",
+]
+
+BALANCE_CACHE_SECONDS = 5.0
+"""How long a balance read is reused: long enough for a pre-flight and its summary, short enough to see a
+payment that just settled."""
+
+_BALANCE_OF = "0x70a08231"  # balanceOf(address)
+_AUTHORIZATION_STATE = "0xe94a0102"  # authorizationState(address,bytes32), EIP-3009
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_TIMEOUT = 10.0
+_ids = itertools.count(1)
+_balances: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+
+def _address_word(address: str, what: str) -> str:
+    if not _ADDRESS.match(address):
+        raise ValueError(f"{what} must be a 0x-prefixed 20-byte hex address, not {address[:50]!r}")
+    return address[2:].lower().rjust(64, "0")
+
+
+def balance_of_calldata(owner: str) -> str:
+    """Calldata of `balanceOf(owner)`."""
+    return _BALANCE_OF + _address_word(owner, "owner")
+
+
+def authorization_state_calldata(authorizer: str, nonce: str) -> str:
+    """Calldata of `authorizationState(authorizer, nonce)` (EIP-3009; `nonce` is 0x + 64 hex digits)."""
+    if not _BYTES32.match(nonce):
+        raise ValueError(f"nonce must be 0x + 64 hex digits, not {nonce[:70]!r}")
+    return _AUTHORIZATION_STATE + _address_word(authorizer, "authorizer") + nonce[2:].lower()
+
+
+def decode_word(result: Any, *, rpc_url: str) -> int:
+    """One ABI word (`uint256`, `bool`) from an `eth_call` result.
+
+    Raises:
+        RpcError: the result is not `0x` followed by exactly 64 hex digits.
+    """
+    if not isinstance(result, str) or not _WORD.match(result):
+        raise RpcError(
+            f"RPC {rpc_url} answered eth_call with {str(result)[:80]!r}, not one 32-byte hex word",
+            rpc_url=rpc_url,
+        )
+    return int(result, 16)
+
+
+async def _eth_call(rpc_url: str, to: str, data: str, http: httpx.AsyncClient | None) -> int:
+    check_url(rpc_url, "rpc_url")
+    _address_word(to, "token")
+    call_id = next(_ids)
+    call = {
+        "jsonrpc": "2.0",
+        "id": call_id,
+        "method": "eth_call",
+        "params": [{"to": to, "data": data}, "latest"],
+    }
+    try:
+        if http is None:
+            async with httpx.AsyncClient(timeout=_TIMEOUT, follow_redirects=False) as own:
+                reply = await own.post(rpc_url, json=call)
+        else:
+            reply = await http.post(rpc_url, json=call)
+    except httpx.HTTPError as exc:
+        raise RpcError(f"RPC {rpc_url} did not answer ({type(exc).__name__})", rpc_url=rpc_url) from None
+    if reply.status_code != 200:
+        raise RpcError(f"RPC {rpc_url} answered HTTP {reply.status_code}", rpc_url=rpc_url)
+    try:
+        body = reply.json()
+    except ValueError:
+        raise RpcError(f"RPC {rpc_url} answered something that is not JSON", rpc_url=rpc_url) from None
+    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
+        raise RpcError(f"RPC {rpc_url} answered something that is not a JSON-RPC 2.0 reply", rpc_url=rpc_url)
+    if body.get("id") != call_id:
+        raise RpcError(
+            f"RPC {rpc_url} answered id {str(body.get('id'))[:40]!r} to call {call_id}", rpc_url=rpc_url
+        )
+    if "error" in body:
+        error = body["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise RpcError(f"RPC {rpc_url} refused eth_call: {str(message)[:200]}", rpc_url=rpc_url)
+    if "result" not in body:
+        raise RpcError(f"RPC {rpc_url} answered neither a result nor an error", rpc_url=rpc_url)
+    return decode_word(body["result"], rpc_url=rpc_url)
+
+
+async def balance_of(
+    rpc_url: str, token: str, owner: str, *, http: httpx.AsyncClient | None = None, fresh: bool = False
+) -> int:
+    """`owner`'s balance of `token`, atomic units (cached `BALANCE_CACHE_SECONDS` unless `fresh`).
+
+    Raises:
+        ValueError: `token` or `owner` is not an address, or `rpc_url` not an https (or loopback) URL;
+            before any request.
+        RpcError: the node is unreachable or its answer is not a valid `eth_call` result.
+
+    Example:
+        ```python
+        balance = await balance_of("https://mainnet.base.org", BASE_USDC.address, wallet.address)
+        print(to_dollars(balance))
+        ```
+    """
+    key = (rpc_url, token.lower(), owner.lower())
+    now = time.monotonic()
+    cached = _balances.get(key)
+    if cached is not None and not fresh and now - cached[0] < BALANCE_CACHE_SECONDS:
+        return cached[1]
+    balance = await _eth_call(rpc_url, token, balance_of_calldata(owner), http)
+    _balances[key] = (now, balance)
+    return balance
+
+
+async def authorization_state(
+    rpc_url: str, token: str, authorizer: str, nonce: str, *, http: httpx.AsyncClient | None = None
+) -> bool:
+    """Whether `authorizer`'s EIP-3009 authorization `nonce` was used (or cancelled) on `token`. Never cached.
+
+    Raises:
+        ValueError: a malformed address or nonce (before any request).
+        RpcError: the node is unreachable, or answers anything but a 0 or 1 word.
+    """
+    word = await _eth_call(rpc_url, token, authorization_state_calldata(authorizer, nonce), http)
+    if word not in (0, 1):
+        raise RpcError(f"RPC {rpc_url} answered authorizationState with {word}, not a bool", rpc_url=rpc_url)
+    return word == 1
