@@ -1,14 +1,15 @@
 """Fixtures of the conformance suite: a StableStudio stand-in on the unmodified @agentcash/router.
 
 ``router_standin`` runs ``npm ci`` once when ``router-standin/node_modules`` is missing (from the committed
-lock file, pinned versions), then ``node server.mjs`` on 127.0.0.1 port 80 for the whole session. Port 80
-because the router's SIWX challenge names the host without its port (production is on 443): on any other
-port the challenge's domain would not be the origin the client called.
+lock file, pinned versions), then ``node server.mjs`` on port 80 of a loopback address of its own (127.80.x.y)
+for the whole session. Port 80 because the router's SIWX challenge names the host without its port (production
+is on 443): on any other port the challenge's domain would not be the origin the client called.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import threading
@@ -64,9 +65,15 @@ def install_node_dependencies() -> None:
 
 @pytest.fixture(scope="session")
 def router_standin() -> Iterator[RouterStandin]:
-    """The stand-in on http://127.0.0.1 (port 80), its jobs complete after 0.3 s."""
+    """The stand-in on port 80 of a loopback address of its own (127.80.x.y), its jobs complete after 0.3 s.
+
+    Port 80 keeps the router's SIWX domain (the host name without the port) equal to the origin; an address of
+    this run's own keeps two suites on one machine from contending for it."""
     install_node_dependencies()
-    env = {**os.environ, "STANDIN_PORT": str(STANDIN_PORT), "STANDIN_JOB_MS": "300"}
+    host = f"127.80.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    env = {
+        **os.environ, "STANDIN_HOST": host, "STANDIN_PORT": str(STANDIN_PORT), "STANDIN_JOB_MS": "300",
+    }
     process = subprocess.Popen(
         ["node", "server.mjs"],
         cwd=STANDIN_DIR,
@@ -87,7 +94,7 @@ def router_standin() -> Iterator[RouterStandin]:
     # Keep reading its output so that a chatty server never blocks on a full pipe.
     threading.Thread(target=output.extend, args=(process.stdout,), daemon=True).start()
     try:
-        yield RouterStandin(base_url="http://127.0.0.1")
+        yield RouterStandin(base_url=f"http://{host}")
     finally:
         process.terminate()
         process.wait(10)

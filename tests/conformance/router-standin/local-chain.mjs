@@ -175,7 +175,7 @@ export function confineFetchToLoopback() {
   const realFetch = globalThis.fetch;
   globalThis.fetch = (input, init) => {
     const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
-    if (url.hostname !== "127.0.0.1" && url.hostname !== "localhost") {
+    if (!url.hostname.startsWith("127.") && url.hostname !== "localhost") {
       return Promise.reject(new Error(`offline stand-in: no fetch to ${url.host}`));
     }
     return realFetch(input, init);

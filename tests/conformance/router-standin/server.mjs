@@ -16,7 +16,10 @@ import { z } from "zod";
 import { createRouterFromEnv } from "@agentcash/router";
 import { InMemoryUsdc, confineFetchToLoopback, installLocalFacilitator } from "./local-chain.mjs";
 
-const HOST = "127.0.0.1";
+// STANDIN_HOST: a loopback address (default 127.0.0.1); the suite gives each run its own, so that two runs on
+// one machine never contend for port 80.
+const HOST = process.env.STANDIN_HOST ?? "127.0.0.1";
+if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(HOST)) throw new Error(`STANDIN_HOST must be a 127.x.y.z address: ${HOST}`);
 const PORT = Number(process.env.STANDIN_PORT ?? 80);
 const ORIGIN = PORT === 80 ? `http://${HOST}` : `http://${HOST}:${PORT}`;
 const JOB_MS = Number(process.env.STANDIN_JOB_MS ?? 300);
@@ -83,8 +86,11 @@ router
   .handler(async ({ body, wallet }) => {
     const uploadId = randomUUID();
     const pathname = `uploads/${uploadId}/${body.filename}`;
-    const token = `vercel_blob_client_${randomBytes(16).toString("hex")}`;
     const expiresAt = Date.now() + TOKEN_TTL_MS;
+    // Vercel Blob's shape: vercel_blob_client_<store>_<b64("<hmac hex>.<b64(json payload)>")>.
+    const payload = Buffer.from(JSON.stringify({ pathname, validUntil: expiresAt })).toString("base64");
+    const signed = `${randomBytes(32).toString("hex")}.${payload}`;
+    const token = `vercel_blob_client_standin${randomBytes(4).toString("hex")}_${Buffer.from(signed).toString("base64")}`;
     uploads.set(uploadId, { wallet, pathname, contentType: body.contentType, expiresAt, confirmed: false });
     tokens.set(token, uploadId);
     return { uploadId, clientToken: token, pathname, expiresAt: new Date(expiresAt).toISOString() };
