@@ -11,9 +11,9 @@ OLDEST_PREFECT := 3.8.8
 OLDEST := .venv-oldest
 # A strict editable install links each module of the package one by one (so that mypy sees the mapped
 # flows/ and blocks/): adding or removing a module, which changes these folders, links them again.
+PACKAGE_DIRS := src/prefect_stablestudio src/prefect_stablestudio/client src/prefect_stablestudio/simulator flows blocks
 # The conformance suite's stand-in on @agentcash/router (tests/conformance): node deps from its lock file.
 STANDIN := tests/conformance/router-standin
-PACKAGE_DIRS := src/prefect_stablestudio src/prefect_stablestudio/client src/prefect_stablestudio/simulator flows blocks
 
 .PHONY: standin setup test lint typecheck pytest smoke-oldest demo simulator bench bench-quick bench-scaleout soak screenshots deploy worker serve clean
 
