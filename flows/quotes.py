@@ -9,8 +9,10 @@ holds their blob URLs). Before the uploads, the server refuses an edit body whos
 1. `server quote, same options`: the server's quote for a body with the same options (all of them, prompt
    aside) around an image it already holds (a blob URL of this batch or from the intent store);
 2. `last paid`: the last payment recorded in the intent store for an edit with the same options;
-3. `published maximum`: the route's `x-payment-info` in the server's `/openapi.json`, when it serves one;
-4. `per-call cap`: the wallet's per-call cap, the most the wallet would ever sign for one edit.
+3. `published maximum`: the lower of the route's `x-payment-info` in the server's `/openapi.json` (when it
+   serves one) and the client's price table (`client.prices`, the highest price any public source gave);
+4. `per-call cap`: the wallet's per-call cap, the most the wallet would ever sign for one edit (also used
+   when it is below the published maximum).
 
 An edit already paid (its intent record holds a payment that was not refused, or a job) costs nothing more:
 a rerun re-sends or resumes it. No quote ever calls the payment hooks or signs
@@ -38,6 +40,7 @@ from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.errors import InvalidRequest, PolicyRefused
 from prefect_stablestudio.client.models import EditRequest
 from prefect_stablestudio.client.money import to_atomic, to_dollars
+from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.batch import edit_intent_key
@@ -214,13 +217,20 @@ class _Pricer:
         return (0, "server quote", "free") if quote is None else (quote.amount, "server quote", "")
 
     async def ceiling(self, path: str, why: str) -> Price:
-        """The most `path` may cost: its published maximum, else the wallet's per-call cap."""
+        """The most `path` may cost: the lowest of its published maxima (the server's `/openapi.json` and the
+        client's price table, `client.prices`) and the wallet's per-call cap, above which nothing is signed.
+
+        A framework's `maxPrice` (the router's is $10 for an edit) bounds little; the price table is the
+        highest price any public source gave for the route."""
         if path not in self._maxima:
-            self._maxima[path] = await published_maximum(self.client.base_url, path)
+            served = await published_maximum(self.client.base_url, path)
+            known = [m for m in (served, published_max_price(path)) if m is not None]
+            self._maxima[path] = min(known) if known else None
         maximum = self._maxima[path]
-        if maximum is not None:
+        cap = to_atomic(self.wallet.max_usd_per_call)
+        if maximum is not None and maximum < cap:
             return maximum, "published maximum", why
-        return to_atomic(self.wallet.max_usd_per_call), "per-call cap", why
+        return cap, "per-call cap", why
 
     async def upload(self, image: InputImage) -> Price:
         """The price of uploading `image` (the same body is asked once per batch)."""

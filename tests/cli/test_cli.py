@@ -258,7 +258,7 @@ def test_quote_prints_each_price_with_its_source_checks_caps_and_balance_and_pay
     assert payments(sim, address) == []
     assert_key_absent(result, key)
 
-    assert "per-call cap" in result.output
+    assert "published maximum" in result.output
     fits = invoke("quote", images[0], "--prompt", "make it snow", "--wallet", wallet_name, *intents)
     assert fits.exit_code == 0, fits.output
     assert "Nothing was paid." in fits.output and payments(sim, address) == []

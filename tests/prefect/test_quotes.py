@@ -66,7 +66,8 @@ async def test_quotes_match_what_is_then_paid_item_by_item_for_every_resolution(
     # A fresh store knows no edit price: the edit is priced at a ceiling and labelled so.
     (first,) = images(tmp_path / "in", "warm", 1)
     cold = await quote_batch(wallet, [first], "snow", EditOptions(), store=store)
-    assert [line.source for line in cold.lines] == ["server quote", "per-call cap"]
+    assert [line.source for line in cold.lines] == ["server quote", "published maximum"]
+    assert cold.lines[1].amount == 60_000  # the price table's $0.06, below the simulator's $10 maxPrice
     await edit_images(name, [first], str(tmp_path / "out"), prompt="snow", intent_store_url=store_url, **FAST)
 
     for resolution, price in PRICES.items():
@@ -186,13 +187,14 @@ async def test_a_dry_run_quotes_and_pays_nothing(sim: Any, make_wallet: Any, tmp
         intent_store_url=str(tmp_path / "intents"), dry_run=True, artifact_prefix="dry", **FAST,
     )
     assert result.outcomes == [] and result.spent_usd == 0
-    assert result.quoted_usd == Decimal("1.02")  # two uploads, two edits at the per-call cap (a fresh store)
+    # Two uploads, two edits at the published maximum ($0.06, a fresh store knows no edit price).
+    assert result.quoted_usd == Decimal("0.14")
     assert payments(sim, wallet.address) == []
     async with get_client() as client:
         artifact = await client.read_latest_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dry-quote"]))
         )
-    assert artifact and "per-call cap" in str(artifact[0].data)
+    assert artifact and "published maximum" in str(artifact[0].data)
 
 
 async def test_a_generation_over_the_per_run_cap_is_refused_at_its_preflight(
