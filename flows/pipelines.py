@@ -171,8 +171,10 @@ async def edit_new_images(
         storage_options: fsspec options for both prefixes (e.g. a custom S3 endpoint).
         intent_store_url: where payment intents live; default `<destination_prefix>/.stablestudio-intents`.
         fail_on_error: end the run Failed when an edit failed (successes are kept either way).
-        preflight, reserve_upfront, dry_run: as for `edit_images` (a quote artifact, a pre-flight against
-            the caps and the balance before the first payment, an up-front reservation, a quote-only run).
+        preflight: before the first payment, quote the images found (the `-quote` artifact) and fail if a cap
+            or the wallet's balance is short (as `edit_images`).
+        reserve_upfront: reserve the whole quote from the caps at the start; what is left goes back later.
+        dry_run: quote and pre-flight only; pay nothing.
 
     Returns:
         What was found, skipped, edited, failed or deferred, and what it cost.
