@@ -3,8 +3,8 @@
 Why the server and not memory: tasks of one flow run may execute in threads, in other processes (Dask, Ray,
 process pools) or on other workers, and two of them must never both spend the last dollar. Prefect's
 `/v2/concurrency_limits/increment` endpoint checks and increments every named limit in one conditional SQL
-UPDATE and rolls back unless all rows matched (research note M16), so a reservation over several caps is
-all-or-nothing.
+UPDATE and rolls back unless all rows matched (docs/decisions.md, "Spend caps"), so a reservation over
+several caps is all-or-nothing.
 
 Each cap is one limit whose slots are micro-USDC (1 slot = $0.000001):
 
@@ -15,9 +15,12 @@ Each cap is one limit whose slots are micro-USDC (1 slot = $0.000001):
 | lifetime | `stablestudio-<address>-total` | cap | 1e-9 (never, in practice) |
 
 Rate-limit mode refuses limits without decay, hence the 1e-9 "never" decay; Prefect floors the decay at every
-update (M8), so the count only ever errs towards more spend, never less. The address (public) names the
-limits: two wallets that differ only by key would otherwise be indistinguishable. Deleting a limit resets that
-cap's spend.
+update (docs/decisions.md), so the count only ever errs towards more spend, never less. The address (public)
+names the limits: two wallets that differ only by key would otherwise be indistinguishable. Deleting a limit
+resets that cap's spend.
+
+Two speed tricks live in modules of their own: a run's float (`run_float.py`) and the increment retried in
+milliseconds (`prefect_http.py`). `SpendBudget._take` is the all-or-nothing check itself.
 
 Where the caps hold: against a Prefect server (self-hosted or Cloud), across every process and machine that
 talks to it. In ephemeral mode (no PREFECT_API_URL) Prefect runs a local server on the SQLite database under
@@ -35,12 +38,8 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import math
-import random
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +57,8 @@ from prefect_stablestudio.blocks.events import (
     crossed_thresholds,
     emit_spend_event,
 )
+from prefect_stablestudio.blocks.prefect_http import increment_caps
+from prefect_stablestudio.blocks.run_float import FLOATS, RUN_FLOAT, FloatKey
 from prefect_stablestudio.client.errors import BudgetExceeded
 from prefect_stablestudio.client.money import format_usd, plain_usd
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
@@ -94,34 +95,7 @@ _DAY_SECONDS = 86_400
 # is per task, and checking its limits again before every payment cost two reads per payment.
 _ENSURED: set[tuple[str, str, int, float]] = set()
 
-# Prefect's server on SQLite answers a write that races another one with 503 (SQLITE_BUSY: nothing written),
-# and Prefect's client waits 2, 4, 8 s before each retry: 30 edits paying at once took 23 s instead of 7 s
-# (bench/). Increments are sent without that wrapper and retried after milliseconds, one at a time per event
-# loop so that this process's own reservations do not race each other.
-_BUSY_ATTEMPTS = 50
-_BUSY_BACKOFF_SECONDS = 0.01
-_INCREMENT_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
 _PREFIX = "stablestudio-"
-
-# A flow run reserves a float of several payments in one increment and debits it locally: increments go one at
-# a time per event loop (~80 ms each under load), which held a 200-edit batch to ~12 payments/s (bench/). The
-# float is released when the run ends (`release_run_budget`); a crash leaves it counted as spent, which only
-# errs on the safe side. Keyed by (API URL, flow run id, limit names). The first float holds 8 payments; each
-# refill doubles it up to 64, so a run of many payments asks the server about once per 64, yet never holds
-# more than a 20th of a cap other runs share (the day and lifetime caps) beyond those first 8 payments.
-_FLOAT_PAYMENTS = 8
-_FLOAT_MAX_PAYMENTS = 64
-_FLOAT_SHARE_OF_SHARED_CAP = 20
-_FLOAT_SIZES: dict[tuple[str, str, tuple[str, ...]], int] = {}
-RUN_FLOAT: contextvars.ContextVar[bool] = contextvars.ContextVar("stablestudio_run_float", default=False)
-"""Set by flows that release the float with `release_run_budget`; off elsewhere, so a flow without the hook
-never holds cap room it does not spend."""
-_FLOATS: dict[tuple[str, str, tuple[str, ...]], int] = {}
-_FLOAT_LOCKS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str, tuple[str, ...]], asyncio.Lock]
-] = weakref.WeakKeyDictionary()
 
 
 def day_limit_name(address: str) -> str:
@@ -292,44 +266,26 @@ class SpendBudget:
             if cap.limit <= 0:
                 raise self._exceeded(cap, amount, remaining=0)
         run_id = self._run_id
-        if run_id is None and self._flow_run_id is not None and self._float_key(self._flow_run_id) in _FLOATS:
+        upfront = self._flow_run_id is not None and FLOATS.holds(self._float_key(self._flow_run_id))
+        if run_id is None and upfront:
             run_id = self._flow_run_id  # an up-front reservation (`reserve_for_run`) is this run's float
         if run_id is None or not RUN_FLOAT.get():
             await self._take(amount)
             return
+        shared = [c.limit for c in self.limits if c.cap_name != "per flow run"]
         key = self._float_key(run_id)
-        locks = _FLOAT_LOCKS.setdefault(asyncio.get_running_loop(), {})
-        async with locks.setdefault(key, asyncio.Lock()):
-            have = _FLOATS.get(key, 0)
-            if have >= amount:
-                _FLOATS[key] = have - amount
-                return
-            size = _FLOAT_SIZES.get(key, _FLOAT_PAYMENTS)
-            extra = amount * (size - 1)
-            shared = [c.limit for c in self.limits if c.cap_name != "per flow run"]
-            if shared:
-                bound = min(shared) // _FLOAT_SHARE_OF_SHARED_CAP
-                extra = min(extra, max(amount * (_FLOAT_PAYMENTS - 1), bound))
-            try:
-                await self._take(amount - have + extra)
-            except SpendCapExceeded:
-                pass  # no room for a float: take exactly what this payment lacks
-            else:
-                _FLOATS[key] = extra
-                _FLOAT_SIZES[key] = min(2 * size, _FLOAT_MAX_PAYMENTS)
-                return
-            try:
-                await self._take(amount - have)
-            except SpendCapExceeded as exc:
-                # The float counts as room: the cap refuses exactly at its boundary.
-                raise SpendCapExceeded(
-                    cap_name=exc.cap_name, cap=exc.cap, asked=amount,
-                    remaining=min(exc.cap, exc.remaining + have), address=self.address,
-                ) from None
-            _FLOATS[key] = 0
+        await FLOATS.reserve(key, amount, shared_caps=shared, take=self._take, refused=self._with_float)
 
-    def _float_key(self, run_id: str) -> tuple[str, str, tuple[str, ...]]:
-        return (str(PREFECT_API_URL.value()), run_id, tuple(self.names))
+    def _with_float(self, exc: BudgetExceeded, held: int) -> SpendCapExceeded:
+        """A refusal that counts this run's `held` float as room (the cap refuses exactly at its boundary)."""
+        cap_name: CapName = exc.cap_name if isinstance(exc, SpendCapExceeded) else "per flow run"
+        return SpendCapExceeded(
+            cap_name=cap_name, cap=exc.cap, asked=exc.asked + held,
+            remaining=min(exc.cap, exc.remaining + held), address=self.address,
+        )
+
+    def _float_key(self, run_id: str) -> FloatKey:
+        return FloatKey(str(PREFECT_API_URL.value()), run_id, tuple(self.names))
 
     async def reserve_for_run(self, amount: int) -> None:
         """Reserve `amount` for this flow run up front: one all-or-nothing increment of every cap, held as the
@@ -353,11 +309,7 @@ class SpendBudget:
         for cap in self.limits:
             if cap.limit <= 0:
                 raise self._exceeded(cap, amount, remaining=0)
-        key = self._float_key(self._flow_run_id)
-        locks = _FLOAT_LOCKS.setdefault(asyncio.get_running_loop(), {})
-        async with locks.setdefault(key, asyncio.Lock()):
-            await self._take(amount)
-            _FLOATS[key] = _FLOATS.get(key, 0) + amount
+        await FLOATS.add(self._float_key(self._flow_run_id), amount, self._take)
 
     async def _take(self, amount: int) -> None:
         """Increment every limit by `amount` in one call, or none. Raises `SpendCapExceeded`."""
@@ -373,7 +325,7 @@ class SpendBudget:
                     # One call, one SQL UPDATE over all names. The raw endpoint answers at once (423) instead
                     # of waiting for decay like `rate_limit(timeout_seconds=...)`, whose client-side queue
                     # serialises callers per name set: 15 refusals would each wait out the timeout in turn.
-                    response = await _increment(client, names, amount)
+                    response = await increment_caps(client, names, amount)
                 except httpx.HTTPStatusError as exc:
                     if exc.response.status_code in (423, 422):
                         raise await self._refusal(client, amount) from None
@@ -442,7 +394,7 @@ class SpendBudget:
                     continue
                 out[cap.cap_name] = _remaining(limit)
         if self._run_id is not None:
-            float_left = _FLOATS.get((str(PREFECT_API_URL.value()), self._run_id, tuple(self.names)), 0)
+            float_left = FLOATS.held(self._float_key(self._run_id))
             out = {c.cap_name: min(c.limit, out[c.cap_name] + float_left) for c in self.limits}
         return out
 
@@ -464,34 +416,6 @@ class SpendBudget:
         return SpendCapExceeded(
             cap_name=cap.cap_name, cap=cap.limit, asked=amount, remaining=remaining, address=self.address
         )
-
-
-async def _increment(client: Any, names: list[str], amount: int) -> httpx.Response:
-    """`POST /v2/concurrency_limits/increment`, retried after milliseconds while the server answers 503.
-
-    Raises:
-        httpx.HTTPStatusError: any other error status (423 when a cap cannot take `amount`).
-    """
-    http = getattr(client, "_client", None)
-    if not isinstance(http, httpx.AsyncClient) or getattr(http, "enable_csrf_support", False):
-        # Without the session (or with CSRF tokens to fetch) keep Prefect's own retrying path.
-        response: httpx.Response = await client.increment_concurrency_slots(
-            names=names, slots=amount, mode="rate_limit"
-        )
-        return response
-    loop = asyncio.get_running_loop()
-    lock = _INCREMENT_LOCKS.setdefault(loop, asyncio.Lock())
-    body = {"names": names, "slots": amount, "mode": "rate_limit"}
-    async with lock:
-        for attempt in range(_BUSY_ATTEMPTS):
-            request = http.build_request("POST", "/v2/concurrency_limits/increment", json=body)
-            # The base class's send: Prefect's override is the 2-4-8 s retry loop this function replaces.
-            response = await httpx.AsyncClient.send(http, request)
-            if response.status_code != 503 or attempt == _BUSY_ATTEMPTS - 1:
-                break
-            await asyncio.sleep(_BUSY_BACKOFF_SECONDS * (1 + attempt) * (0.5 + random.random()))
-    response.raise_for_status()
-    return response
 
 
 class BudgetHooks(NoHooks):
@@ -550,12 +474,9 @@ async def release_run_budget(flow: Flow[Any, Any], flow_run: FlowRun, state: Sta
         ```
     """
     suffix = f"-run-{flow_run.id}"
-    api = str(PREFECT_API_URL.value())
-    floats = [(k, _FLOATS.pop(k)) for k in list(_FLOATS) if k[0] == api and k[1] == str(flow_run.id)]
-    for key, _ in floats:
-        _FLOAT_SIZES.pop(key, None)
+    floats = FLOATS.release(str(PREFECT_API_URL.value()), str(flow_run.id))
     async with get_client() as client:
-        for (_, _, float_names), left in floats:
+        for float_names, left in floats:
             shared = [n for n in float_names if not n.endswith(suffix)]
             if left > 0 and shared:
                 # The unspent float goes back to the wallet's caps (the run's own limit is deleted below).

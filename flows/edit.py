@@ -29,7 +29,8 @@ from prefect.utilities.annotations import quote
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field
 
-from prefect_stablestudio.blocks.budget import RUN_FLOAT, current_flow_run_id, release_run_budget
+from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
+from prefect_stablestudio.blocks.run_float import RUN_FLOAT
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.artifacts import (
     BatchProgress,

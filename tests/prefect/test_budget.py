@@ -13,7 +13,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from prefect_stablestudio.blocks.budget import (
-    RUN_FLOAT,
     BudgetHooks,
     SpendBudget,
     SpendCapExceeded,
@@ -23,6 +22,7 @@ from prefect_stablestudio.blocks.budget import (
     run_limit_name,
     total_limit_name,
 )
+from prefect_stablestudio.blocks.run_float import RUN_FLOAT
 from prefect_stablestudio.client.payment import NoHooks
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

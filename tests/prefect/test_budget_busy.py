@@ -13,7 +13,8 @@ import pytest
 from eth_account import Account
 from prefect.client.orchestration import get_client
 
-from prefect_stablestudio.blocks.budget import SpendBudget, _increment, total_limit_name
+from prefect_stablestudio.blocks.budget import SpendBudget, total_limit_name
+from prefect_stablestudio.blocks.prefect_http import increment_caps
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +62,7 @@ async def busy_server(busy_answers: int) -> AsyncIterator[tuple[str, list[str]]]
 
 
 class _Client:
-    """What `_increment` uses of a PrefectClient: its HTTP session."""
+    """What `increment_caps` uses of a PrefectClient: its HTTP session."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._client = http
@@ -72,7 +73,7 @@ class _Client:
 
 async def test_busy_answers_are_retried_by_us_not_after_prefects_seconds_of_backoff() -> None:
     async with busy_server(busy_answers=3) as (url, seen), httpx.AsyncClient(base_url=url) as http:
-        response = await asyncio.wait_for(_increment(_Client(http), ["day"], 5), timeout=5)
+        response = await asyncio.wait_for(increment_caps(_Client(http), ["day"], 5), timeout=5)
     assert response.json() == [{"id": "1", "name": "day", "limit": 1}]
     assert seen == ["/api/v2/concurrency_limits/increment"] * 4
 
@@ -80,7 +81,7 @@ async def test_busy_answers_are_retried_by_us_not_after_prefects_seconds_of_back
 async def test_another_error_is_raised_at_once() -> None:
     async with httpx.AsyncClient(base_url="http://127.0.0.1:9/api") as http:
         with pytest.raises(httpx.ConnectError):
-            await _increment(_Client(http), ["day"], 5)
+            await increment_caps(_Client(http), ["day"], 5)
 
 
 @pytest.mark.usefixtures("prefect_api")
