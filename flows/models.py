@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefect_stablestudio.client.models import AspectRatio, OutputFormat, Resolution
+from prefect_stablestudio.client.models import (
+    MAX_FLUX_IMAGES,
+    MAX_PROMPT_CHARS,
+    AspectRatio,
+    OutputFormat,
+    OutputQuality,
+    Resolution,
+    SafetyTolerance,
+)
 from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.client.payment import Payment
 
@@ -43,11 +51,11 @@ class EditOptions(BaseModel):
         default="1 MP", title="Resolution", description="Output size; larger costs more."
     )
     output_format: OutputFormat = Field(default="png", title="Output format", description="Image format.")
-    output_quality: int = Field(
-        default=80, ge=0, le=100, title="Output quality", description="Compression quality (jpg, webp)."
+    output_quality: OutputQuality = Field(
+        default=80, title="Output quality", description="Compression quality (jpg, webp)."
     )
-    safety_tolerance: int = Field(
-        default=2, ge=1, le=5, title="Safety tolerance", description="1 is strictest, 5 most permissive."
+    safety_tolerance: SafetyTolerance = Field(
+        default=2, title="Safety tolerance", description="1 is strictest, 5 most permissive."
     )
     prompt_upsampling: bool = Field(
         default=False, title="Prompt upsampling", description="Let the model rewrite the prompt."
@@ -66,12 +74,12 @@ class EditItem(BaseModel):
 
     images: list[str] = Field(
         min_length=1,
-        max_length=8,
+        max_length=MAX_FLUX_IMAGES,
         title="Images",
         description="Local paths or fsspec URLs (s3://bucket/key); the first one names the output.",
     )
     prompt: str | None = Field(
-        default=None, max_length=10_000, title="Prompt", description="Prompt; default: the batch's."
+        default=None, max_length=MAX_PROMPT_CHARS, title="Prompt", description="Prompt; default: the batch's."
     )
     output_name: str | None = Field(
         default=None, title="Output file name", description="Default: <first image's stem>-edited.<format>."

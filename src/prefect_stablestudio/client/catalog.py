@@ -28,9 +28,13 @@ from prefect_stablestudio.client.errors import InvalidRequest
 from prefect_stablestudio.client.models import (
     AspectRatio,
     EditRequest,
+    FluxImages,
     ImageUrl,
     OutputFormat,
+    OutputQuality,
+    Prompt,
     Resolution,
+    SafetyTolerance,
     invalid_from,
 )
 
@@ -64,7 +68,6 @@ __all__ = [
 ]
 
 MediaKind = Literal["image", "video"]
-MAX_PROMPT_CHARS = 10_000
 
 
 GenerationBody = Union["GenerationRequest", EditRequest]
@@ -88,7 +91,7 @@ class GenerationRequest(BaseModel):
     OPERATION: ClassVar[str]
     MEDIA: ClassVar[MediaKind] = "image"
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt
 
     def __init__(self, **data: Any) -> None:
         # Validate under the wire names, so an error names the field as the API (and its docs) spell it.
@@ -117,8 +120,8 @@ class Flux2ProGenerate(GenerationRequest):
     aspect_ratio: AspectRatio = "1:1"
     resolution: Resolution = "1 MP"
     output_format: OutputFormat = "webp"
-    output_quality: int = Field(default=80, ge=0, le=100, strict=True)
-    safety_tolerance: int = Field(default=2, ge=1, le=5, strict=True)
+    output_quality: OutputQuality = Field(default=80, strict=True)
+    safety_tolerance: SafetyTolerance = Field(default=2, strict=True)
     prompt_upsampling: bool = False
     seed: int | None = Field(default=None, strict=True)
 
@@ -137,7 +140,7 @@ class Flux2MaxEdit(Flux2MaxGenerate):
     """Flux 2 Max edit (``flux-2-max/edit``): 1-8 image URLs from `upload`."""
 
     OPERATION = "edit"
-    images: tuple[ImageUrl, ...] = Field(min_length=1, max_length=8)
+    images: FluxImages
 
 
 class NanoBananaProGenerate(GenerationRequest):

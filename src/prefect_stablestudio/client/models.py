@@ -30,15 +30,21 @@ from prefect_stablestudio.client.payment import Payment, Settlement
 from prefect_stablestudio.client.server_values import check_upload_ticket, client_token_expiry
 
 __all__ = [
+    "MAX_FLUX_IMAGES",
+    "MAX_PROMPT_CHARS",
     "AspectRatio",
     "BlobInfo",
     "EditRequest",
+    "FluxImages",
     "ImageUrl",
     "Job",
     "JobResult",
     "JobStatus",
     "OutputFormat",
+    "OutputQuality",
+    "Prompt",
     "Resolution",
+    "SafetyTolerance",
     "SubmittedJob",
     "UploadResult",
     "UploadTicket",
@@ -78,6 +84,19 @@ def check_image_url(url: str) -> str:
 ImageUrl = Annotated[str, AfterValidator(check_image_url)]
 """An image URL field (checked by `check_image_url`)."""
 
+# The Flux 2 Pro option bounds, defined here only: the client's requests (`EditRequest`, catalog.py) and the
+# flow forms (flows/models.py) take them from these types.
+MAX_PROMPT_CHARS = 10_000
+MAX_FLUX_IMAGES = 8
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+"""A prompt: 1 to 10,000 characters."""
+FluxImages = Annotated[tuple[ImageUrl, ...], Field(min_length=1, max_length=MAX_FLUX_IMAGES)]
+"""The input images of a Flux edit: 1 to 8 image URLs."""
+OutputQuality = Annotated[int, Field(ge=0, le=100)]
+"""Compression quality for jpg and webp, 0 to 100."""
+SafetyTolerance = Annotated[int, Field(ge=1, le=5)]
+"""Moderation: 1 is strictest, 5 most permissive."""
+
 
 def invalid_from(exc: ValidationError, what: str) -> InvalidRequest:
     """An `InvalidRequest` naming the first offending field of a pydantic error (without echoing values)."""
@@ -103,13 +122,13 @@ class EditRequest(BaseModel):
     OPERATION: ClassVar[str] = "edit"
     MEDIA: ClassVar[Literal["image", "video"]] = "image"
 
-    prompt: str = Field(min_length=1, max_length=10_000)
-    images: tuple[ImageUrl, ...] = Field(min_length=1, max_length=8)
+    prompt: Prompt
+    images: FluxImages
     aspect_ratio: AspectRatio = "1:1"
     resolution: Resolution = "1 MP"
     output_format: OutputFormat = "webp"
-    output_quality: int = Field(default=80, ge=0, le=100, strict=True)
-    safety_tolerance: int = Field(default=2, ge=1, le=5, strict=True)
+    output_quality: OutputQuality = Field(default=80, strict=True)
+    safety_tolerance: SafetyTolerance = Field(default=2, strict=True)
     prompt_upsampling: bool = False
     seed: int | None = Field(default=None, strict=True)
 
