@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import mimetypes
 import os
 import posixpath
 import uuid
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 from fsspec.core import url_to_fs
 
 from prefect_stablestudio.client.errors import InvalidRequest
-from prefect_stablestudio.client.sources import sniff_media_type
+from prefect_stablestudio.client.media_types import content_type_for
 from prefect_stablestudio.client.studio import DEFAULT_MAX_UPLOAD_BYTES
 
 __all__ = [
@@ -86,15 +85,6 @@ class InputImage:
 def sha256_hex(data: bytes) -> str:
     """The sha256 of `data`, hex."""
     return hashlib.sha256(data).hexdigest()
-
-
-def content_type_for(data: bytes, name: str = "") -> str:
-    """The media type: from the bytes' signature (`sniff_media_type`), else from the name's extension."""
-    sniffed = sniff_media_type(data[:16])
-    if sniffed is not None:
-        return sniffed
-    guessed, _ = mimetypes.guess_type(name)
-    return guessed or "application/octet-stream"
 
 
 def local_path(uri: str) -> str | None:

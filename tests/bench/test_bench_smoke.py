@@ -16,7 +16,7 @@ from bench.report import markdown, print_tables, write_json
 from bench.signing import measure_signing
 from bench.suite import GOALS, QUICK, best_of, ideal_batch_seconds, summarise
 from bench.worker import make_big_png, run_client
-from prefect_stablestudio.client.sources import sniff_image_type
+from prefect_stablestudio.client.media_types import sniff_image_type
 
 ISSUE_KEYS = (
     "batch_wall_ratio",

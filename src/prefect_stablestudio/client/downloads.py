@@ -28,8 +28,8 @@ import httpx
 
 from prefect_stablestudio.client._http import raise_for_status
 from prefect_stablestudio.client.errors import ProtocolError, ResultTooLarge, UnexpectedMediaType
+from prefect_stablestudio.client.media_types import sniff_media_type
 from prefect_stablestudio.client.server_values import check_result_url
-from prefect_stablestudio.client.sources import sniff_media_type
 
 __all__ = [
     "DEFAULT_RESULT_LIMITS",
