@@ -1,18 +1,20 @@
 """`python -m bench [--quick] [--json | --markdown]`: run the benchmarks, print tables, save JSON.
 
-`python -m bench --from bench/results/latest-full.json --markdown` renders a saved result again.
+`python -m bench --from bench/results/latest-full.json --markdown` renders a saved result again;
+`--update-readme` writes its tables into README.md (between the bench:begin and bench:end markers).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 
-from bench.report import markdown, print_tables, write_json
+from bench.report import markdown, print_tables, update_readme, write_json
 from bench.suite import run_suite
 
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from", dest="saved", metavar="FILE", help="render a saved result instead of running"
     )
+    parser.add_argument("--update-readme", action="store_true", help="write the tables into README.md")
     args = parser.parse_args(argv)
     if args.saved:
         with open(args.saved) as handle:
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print(result: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.update_readme:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        update_readme(result, os.path.join(root, "README.md"))
     if args.json:
         print(json.dumps(result, default=str))
     elif args.markdown:

@@ -195,3 +195,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(row['rss_peak_mb'], 0)} | {_fmt(row['requests_per_job'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(result: dict[str, Any], path: str) -> None:
+    """Replace the README's table (between `README_BEGIN` and `README_END`) with this result's `markdown`."""
+    with open(path) as handle:
+        text = handle.read()
+    head, found, rest = text.partition(README_BEGIN)
+    _, found_end, tail = rest.partition(README_END)
+    if not found or not found_end:
+        raise SystemExit(f"{path} has no {README_BEGIN} ... {README_END} block")
+    with open(path, "w") as handle:
+        handle.write(f"{head}{README_BEGIN}\n{markdown(result)}{README_END}{tail}")

@@ -1,8 +1,8 @@
 """Payment intents: the record that makes a paid edit happen at most once across retries, crashes and reruns.
 
 Prefect writes a task's cache record only after the task returns, so a crash between paying and returning
-pays again on retry (research note M10: 2 payments). Instead, every paid edit has an idempotency key derived
-from its inputs, and a JSON record under that key moves through
+pays again on retry (2 payments when we tried: docs/decisions.md). Instead, every paid edit has an idempotency
+key derived from its inputs, and a JSON record under that key moves through
 
     signed (the authorization, persisted BEFORE it is sent) -> submitted (job id, persisted BEFORE polling)
         -> complete (output URI + sha256)

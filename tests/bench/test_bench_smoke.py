@@ -12,7 +12,7 @@ from rich.console import Console
 
 from bench.procs import run_worker
 from bench.raw import RawClient
-from bench.report import markdown, print_tables, write_json
+from bench.report import README_BEGIN, README_END, markdown, print_tables, update_readme, write_json
 from bench.signing import measure_signing
 from bench.suite import GOALS, QUICK, best_of, ideal_batch_seconds, summarise
 from bench.worker import make_big_png, run_client
@@ -140,6 +140,15 @@ def test_the_summary_has_the_issue_keys_goals_and_verdicts_and_is_written(tmp_pa
     assert "| Batch wall time / ideal | <= 1.10 x |" in table and "| flow | 1 | 1 | 1 |" in table
     path = write_json(result, str(tmp_path))
     assert json.loads(Path(path).read_text())["requests_per_job"] == 2.0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_BEGIN}\nold figures\n{README_END}\n\nrest\n")
+    update_readme(result, str(readme))
+    assert readme.read_text() == f"# Title\n\n{README_BEGIN}\n{table}{README_END}\n\nrest\n"
+
+
+def test_the_readme_has_the_block_the_bench_writes() -> None:
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    assert text.count(README_BEGIN) == 1 and text.index(README_BEGIN) < text.index(README_END)
 
 
 def test_a_phase_keeps_its_least_cpu_and_least_wall_time_and_every_round() -> None:

@@ -1,5 +1,5 @@
-"""The client against @agentcash/router's dialect on a paid route (rows 1-4 of
-../shared/research/agentcash-router-dialect.md), served on 127.0.0.1 by the purpose-built FakeStudio."""
+"""The client against @agentcash/router's dialect on a paid route (docs/architecture.md, section 1.1), served
+on 127.0.0.1 by the purpose-built FakeStudio."""
 
 from __future__ import annotations
 

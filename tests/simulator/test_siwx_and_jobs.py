@@ -93,7 +93,7 @@ async def test_the_siwx_domain_is_the_host_name_alone_when_the_setting_says_so(
         challenge = await http.get("/api/jobs")
         info = decode_header(challenge.headers["payment-required"])["extensions"]["sign-in-with-x"]["info"]
         assert info["domain"] == "127.0.0.1"
-        # The official SDK refuses such a challenge off port 80 (research note, fact 3): sign by hand.
+        # The official SDK refuses such a challenge off port 80 (docs/decisions.md): sign by hand.
         hostname_only = client_proof(fresh_account, server.base_url, "/api/jobs", domain="127.0.0.1")
         assert (await http.get("/api/jobs", headers={"SIGN-IN-WITH-X": hostname_only})).status_code == 200
         with_port = client_proof(fresh_account, server.base_url, "/api/jobs")  # domain host:port

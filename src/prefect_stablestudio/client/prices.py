@@ -1,7 +1,7 @@
 """The published price ceilings of StableStudio's routes, used only to refuse implausible quotes.
 
 The client never pays a price from here: it pays the live 402 quote. These figures are the highest price any
-public source gave for each route (the research table in docs/architecture.md cites them), so that a quote
+public source gave for each route (the model table in docs/decisions.md names them), so that a quote
 far above them (an edit quoted at the route's $10 `maxPrice` because the server could not read the body) is
 refused before signing (`WalletPolicy.check_plausible_price`). Routes not listed keep the per-call cap alone.
 

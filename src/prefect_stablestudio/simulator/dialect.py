@@ -1,9 +1,9 @@
 """How @agentcash/router words its answers, as pure builders (no I/O).
 
 StableStudio runs on that framework; the shapes below are the ones measured against its 1.20.0 release
-(../shared/research/agentcash-router-dialect.md, rows in brackets): refusals with the machine code in
-``reason`` and prose in ``error`` [11, 12], zod-style validation errors [10], the optional DID-auth challenge
-of every 402 [3], the route-not-found envelope [21] and the bazaar extension of a quote [2].
+(docs/architecture.md, section 1; tests/conformance/ checks them against the framework itself): refusals with
+the machine code in ``reason`` and prose in ``error``, zod-style validation errors, the optional DID-auth
+challenge of every 402, the route-not-found envelope and the bazaar extension of a quote.
 
 Example:
     >>> payment_rejected("requirements_mismatch", "no match")["reason"]

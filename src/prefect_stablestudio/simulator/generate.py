@@ -1,6 +1,6 @@
 """The generate routes besides the Flux 2 Pro edit: body checks per model, paid route, rendered results.
 
-Each model is described by what is known of its body (the research note's model table): field checks, the
+Each model is described by what is known of its body (the model table in docs/decisions.md): field checks, the
 fields that carry uploaded image URLs, and whether it makes an image or a video. Fields the table does not
 know pass unchecked, as a lenient stand-in for StableStudio's own schemas.
 

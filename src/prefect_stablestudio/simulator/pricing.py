@@ -1,4 +1,6 @@
-"""Prices of the generate routes other than the Flux 2 Pro edit: mid-range figures from the research table.
+"""Prices of the generate routes other than the Flux 2 Pro edit: mid-range figures of the model table.
+
+The table, with its sources, is in docs/decisions.md ("What is known of each model").
 
 Real prices drift and clients must read them from the 402 quote; these only make the simulator's quotes
 differ per model and per tier the way StableStudio's do. Each route prices by one body field (its tier); a
