@@ -42,6 +42,7 @@ from bench.procs import (
     process_cpu_seconds,
     simulator_process,
 )
+from prefect_stablestudio.client.money import plain_dollars_from_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -213,7 +214,7 @@ def run_point(
         "edit_payments": sum(1 for p in paid if p["route"] == "flux-2-pro/edit"),
         "payments_total": len(paid),
         "spent_usd": parent["spent_usd"],
-        "ledger_usd": str(sum(p["amount"] for p in paid) / 1_000_000),
+        "ledger_usd": plain_dollars_from_atomic(sum(p["amount"] for p in paid)),
         "cpu_workers_s": client_cpu,
         "cpu_parent_s": parent["cpu_s"],
         "cpu_server_s": process_cpu_seconds(server.pid) - server_cpu,

@@ -32,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from prefect_stablestudio.client.money import dollars_from_atomic
+
 __all__ = ["SoakConfig", "fault_plan", "main", "run_soak"]
 
 EDIT_ROUTE = "flux-2-pro/edit"
@@ -265,7 +267,7 @@ def _account(
                     "error": (o.error or "")[:200],
                 }
             )
-            amount_usd = Decimal(payment["amount"]) / 1_000_000
+            amount_usd = dollars_from_atomic(payment["amount"])
             if o.cost_usd != amount_usd and nonce not in (o.error or "").lower():
                 report.problems.append(f"{uri}: paid and failed, but its outcome does not show the payment")
             if intent is None or intent.status not in ("failed", "submitted", "unknown", "signed"):

@@ -60,7 +60,7 @@ from prefect_stablestudio.blocks.events import (
 from prefect_stablestudio.blocks.prefect_http import increment_caps
 from prefect_stablestudio.blocks.run_float import FLOATS, RUN_FLOAT, FloatKey
 from prefect_stablestudio.client.errors import BudgetExceeded
-from prefect_stablestudio.client.money import format_usd, plain_usd
+from prefect_stablestudio.client.money import plain_dollars_from_atomic, usd_exact_from_atomic
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ class SpendCapExceeded(BudgetExceeded):
 
     def __init__(self, *, cap_name: CapName, cap: int, asked: int, remaining: int, address: str) -> None:
         super().__init__(
-            f"{cap_name} cap of {format_usd(cap)} for wallet {address} would be exceeded: "
-            f"asked {format_usd(asked)}, remaining {format_usd(remaining)}",
+            f"{cap_name} cap of {usd_exact_from_atomic(cap)} for wallet {address} would be exceeded: "
+            f"asked {usd_exact_from_atomic(asked)}, remaining {usd_exact_from_atomic(remaining)}",
             cap=cap,
             asked=asked,
             remaining=remaining,
@@ -365,9 +365,9 @@ class SpendBudget:
                     emit_spend_event(
                         CAP_CROSSED, self.address, self.wallet_name,
                         {"cap": cap.cap_name, "threshold_percent": percent, "limit_name": cap.name,
-                         "limit": cap.limit, "limit_usd": plain_usd(cap.limit),
+                         "limit": cap.limit, "limit_usd": plain_dollars_from_atomic(cap.limit),
                          "reserved": after, "remaining": cap.limit - after,
-                         "remaining_usd": plain_usd(cap.limit - after), "increment": amount},
+                         "remaining_usd": plain_dollars_from_atomic(cap.limit - after), "increment": amount},
                         labels={"stablestudio.cap": label, "stablestudio.threshold": str(percent)},
                     )
         except Exception as exc:  # reporting never refuses or fails a payment

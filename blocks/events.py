@@ -38,7 +38,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from prefect_stablestudio.client.money import plain_usd
+from prefect_stablestudio.client.money import plain_dollars_from_atomic
 
 __all__ = [
     "CAP_CROSSED",
@@ -105,7 +105,7 @@ def money_fields(amount: int) -> dict[str, Any]:
         >>> money_fields(40_000)
         {'amount': 40000, 'amount_usd': '0.04'}
     """
-    return {"amount": amount, "amount_usd": plain_usd(amount)}
+    return {"amount": amount, "amount_usd": plain_dollars_from_atomic(amount)}
 
 
 def crossed_thresholds(limit: int, before: int, after: int) -> list[int]:

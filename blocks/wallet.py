@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from prefect_stablestudio.blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
 from prefect_stablestudio.client.downloads import MAX_IMAGE_RESULT_BYTES, MAX_VIDEO_RESULT_BYTES, ResultMedia
-from prefect_stablestudio.client.money import to_atomic
+from prefect_stablestudio.client.money import atomic_from_dollars
 from prefect_stablestudio.client.policy import (
     BASE_MAINNET,
     BASE_USDC,
@@ -190,7 +190,7 @@ class StableStudioWallet(CredentialsBlock):
     @classmethod
     def _whole_micro_dollars(cls, value: Decimal | None) -> Decimal | None:
         if value is not None:
-            to_atomic(value)  # raises on more than 6 decimals: USDC cannot pay a fraction of a unit
+            atomic_from_dollars(value)  # raises on more than 6 decimals: USDC cannot pay a fraction of a unit
         return value
 
     @field_validator("max_usd_per_call")
@@ -235,7 +235,7 @@ class StableStudioWallet(CredentialsBlock):
         return WalletPolicy(
             allowed_networks=frozenset(self.allowed_networks),
             allowed_pay_to=None if not self.allowed_pay_to else frozenset(self.allowed_pay_to),
-            max_amount_per_call=to_atomic(self.max_usd_per_call),
+            max_amount_per_call=atomic_from_dollars(self.max_usd_per_call),
             payment_method=self.payment_method,
             mpp_currencies=frozenset(self.mpp_currencies),
             mpp_chain_ids=frozenset(self.mpp_chain_ids),
@@ -278,10 +278,10 @@ class StableStudioWallet(CredentialsBlock):
         """Every cap in atomic units (None: no cap)."""
 
         def atomic(value: Decimal | None) -> int | None:
-            return None if value is None else to_atomic(value)
+            return None if value is None else atomic_from_dollars(value)
 
         return {
-            "per call": to_atomic(self.max_usd_per_call),
+            "per call": atomic_from_dollars(self.max_usd_per_call),
             "per flow run": atomic(self.max_usd_per_run),
             "rolling 24 h": atomic(self.max_usd_per_day),
             "lifetime": atomic(self.max_usd_total),

@@ -34,7 +34,11 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from prefect_stablestudio.client.money import plain_usd
+from prefect_stablestudio.client.money import (
+    usd_cap_from_atomic,
+    usd_from_atomic,
+    usd_from_dollars,
+)
 from prefect_stablestudio.flows.models import EditOutcome
 from prefect_stablestudio.flows.receipts import Receipt
 from prefect_stablestudio.flows.spend_report import daily_totals, explorer_link
@@ -134,13 +138,6 @@ async def run_table_artifact(outcomes: Sequence[EditOutcome], *, prefix: str) ->
     )
 
 
-def _usd(value: Decimal | int | None) -> str:
-    if value is None:
-        return "no cap"
-    amount = Decimal(value) / Decimal(1_000_000) if isinstance(value, int) else value
-    return f"${amount:.6f}".rstrip("0").rstrip(".") if amount else "$0"
-
-
 async def summary_artifact(
     outcomes: Sequence[EditOutcome],
     *,
@@ -160,15 +157,16 @@ async def summary_artifact(
         "",
         f"**{ok} of {len(outcomes)} edits saved.** Wallet `{wallet_address}`.",
         "",
-        f"Spent by this run: **{_usd(spent)}** (payments signed now, upload fees included; a resumed edit "
-        "was paid by an earlier run and is not counted again).",
+        f"Spent by this run: **{usd_from_dollars(spent)}** (payments signed now, upload fees included; a "
+        "resumed edit was paid by an earlier run and is not counted again).",
         "",
         "| cap | limit | remaining |",
         "| --- | --- | --- |",
     ]
     for name, cap in caps.items():
         left = remaining.get(name)
-        lines.append(f"| {name} | {_usd(cap)} | {_usd(left) if left is not None else '-'} |")
+        left_text = usd_from_atomic(left) if left is not None else "-"
+        lines.append(f"| {name} | {usd_cap_from_atomic(cap)} | {left_text} |")
     lines.append("")
     if receipts is not None:
         lines += _receipt_lines(receipts)
@@ -182,7 +180,10 @@ async def summary_artifact(
             "",
             "| call | nonce | amount | status | pay to |",
             "| --- | --- | --- | --- | --- |",
-            *(f"| {p.what} | `{p.nonce}` | {_usd(p.amount_usd)} | {p.status} | `{p.pay_to}` |" for p in owed),
+            *(
+                f"| {p.what} | `{p.nonce}` | {usd_from_dollars(p.amount_usd)} | {p.status} | `{p.pay_to}` |"
+                for p in owed
+            ),
             "",
         ]
     # Failures first; past SUMMARY_EDITS sections the table artifact carries the rest.
@@ -193,7 +194,8 @@ async def summary_artifact(
         lines.append(f"## {outcome.images[0]}")
         lines.append("")
         lines.append(f"Prompt: {outcome.prompt[:300]}  ")
-        lines.append(f"Status: **{outcome.status}**, job `{outcome.job_id or '-'}`, {_usd(outcome.cost_usd)}")
+        cost = usd_from_dollars(outcome.cost_usd)
+        lines.append(f"Status: **{outcome.status}**, job `{outcome.job_id or '-'}`, {cost}")
         if outcome.error:
             lines.append(f"  \nError: {outcome.error[:300]}")
         before = await _quietly("before url", _viewer(outcome.images[0], storage_options))
@@ -223,7 +225,7 @@ def _receipt_lines(receipts: Sequence[Receipt]) -> list[str]:
     totals = daily_totals(receipts)
     if totals:
         lines += ["| day | route | payments | settled |", "| --- | --- | --- | --- |"]
-        lines += [f"| {t.day} | {t.route} | {t.payments} | ${plain_usd(t.amount)} |" for t in totals]
+        lines += [f"| {t.day} | {t.route} | {t.payments} | {usd_from_atomic(t.amount)} |" for t in totals]
         lines.append("")
     if receipts:
         lines += ["| route | amount | outcome | transaction |", "| --- | --- | --- | --- |"]
@@ -232,7 +234,7 @@ def _receipt_lines(receipts: Sequence[Receipt]) -> list[str]:
             tx = f"`{r.transaction or '-'}`"
             if r.transaction and link:
                 tx = f"[{r.transaction[:12]}...]({link})"
-            lines.append(f"| {r.route} | ${plain_usd(r.amount)} | {r.outcome} | {tx} |")
+            lines.append(f"| {r.route} | {usd_from_atomic(r.amount)} | {r.outcome} | {tx} |")
         lines.append("")
     return lines
 

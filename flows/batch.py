@@ -41,7 +41,7 @@ from prefect_stablestudio.client.errors import (
     StableStudioError,
 )
 from prefect_stablestudio.client.models import EditRequest
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import (
@@ -250,7 +250,7 @@ class EditBatch:
                     get_run_logger().warning("upload of %s: %s; retrying", image.uri[:200], exc)
                     await asyncio.sleep(delay)
             # Counted as each one lands: a later input failing must not hide this fee.
-            outcome.upload_cost_usd += to_dollars(uploaded[-1].cost)
+            outcome.upload_cost_usd += dollars_from_atomic(uploaded[-1].cost)
         return uploaded
 
     async def edit_keyed(
@@ -293,7 +293,7 @@ class EditBatch:
             )
 
         paid = await steps.submit(open_client, self.wallet, request, key, self.store, known=intent)
-        outcome.job_id, outcome.cost_usd = paid.job_id, to_dollars(paid.cost)
+        outcome.job_id, outcome.cost_usd = paid.job_id, dollars_from_atomic(paid.cost)
         # A later attempt resumes the job an earlier one paid for: that payment is still this run's.
         outcome.paid_now, outcome.transaction = outcome.paid_now or paid.paid_now, paid.transaction
         try:
@@ -322,7 +322,7 @@ class EditBatch:
     async def _reuse(self, outcome: EditOutcome, intent: PaymentIntent, target: str) -> bool:
         """Finish `outcome` from the record alone (nothing paid, nothing polled); False to carry on."""
         outcome.job_id, outcome.transaction = intent.job_id, intent.transaction
-        outcome.cost_usd = to_dollars(intent.payment.amount) if intent.payment else Decimal(0)
+        outcome.cost_usd = dollars_from_atomic(intent.payment.amount) if intent.payment else Decimal(0)
         if intent.status == "failed":
             raise JobFailed(
                 intent.job_id or "?",

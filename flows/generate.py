@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
 from prefect_stablestudio.client.catalog import CatalogEntry, MediaKind, catalog_entry
 from prefect_stablestudio.client.downloads import ResultMedia
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import SavedResult
@@ -191,7 +191,8 @@ async def _reuse(
         return None
     return GenerationOutcome(
         model=entry.model, operation=entry.operation, media=entry.media, job_id=intent.job_id,
-        idempotency_key=intent.key, cost_usd=to_dollars(intent.payment.amount if intent.payment else 0),
+        idempotency_key=intent.key,
+        cost_usd=dollars_from_atomic(intent.payment.amount if intent.payment else 0),
         paid_now=False, transaction=intent.transaction, output_uri=intent.output_uri,
         sha256=intent.output_sha256, content_type=content_type_for(b"", intent.output_uri),
     )
@@ -321,7 +322,8 @@ async def generate(
     logger.info("%s/%s saved to %s", model, operation, saved.uri)
     return GenerationOutcome(
         model=model, operation=operation, media=entry.media, job_id=paid.job_id, idempotency_key=key,
-        cost_usd=to_dollars(paid.cost), upload_cost_usd=to_dollars(upload_cost), paid_now=paid.paid_now,
+        cost_usd=dollars_from_atomic(paid.cost), upload_cost_usd=dollars_from_atomic(upload_cost),
+        paid_now=paid.paid_now,
         transaction=paid.transaction, output_uri=saved.uri, sha256=saved.sha256,
         content_type=saved.content_type, thumbnail_uri=thumbnail.uri if thumbnail else None,
     )

@@ -25,7 +25,7 @@ from prefect_stablestudio.client.models import (
     Resolution,
     SafetyTolerance,
 )
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.client.payment import Payment
 
 __all__ = [
@@ -134,7 +134,8 @@ class UnreconciledPayment(BaseModel):
     ) -> UnreconciledPayment:
         """The record of a signed payment (never its header: only nonce, amount and addresses)."""
         return cls(
-            what=what, nonce=payment.nonce, amount_usd=to_dollars(payment.amount), pay_to=payment.pay_to,
+            what=what, nonce=payment.nonce, amount_usd=dollars_from_atomic(payment.amount),
+            pay_to=payment.pay_to,
             resource_url=payment.resource_url, status=status, reason=reason[:300],
         )
 

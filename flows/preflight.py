@@ -27,7 +27,7 @@ from pydantic import Field
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.blocks.budget import SpendBudget
 from prefect_stablestudio.client.errors import PreflightRefused
-from prefect_stablestudio.client.money import format_usd, to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic, usd_exact_from_atomic, usd_from_atomic
 from prefect_stablestudio.flows.artifacts import artifact_key
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import EditItem, EditOptions
@@ -70,8 +70,8 @@ class PreflightCheck:
         """A line for people, e.g. `rolling 24 h cap: $0.20 left, short by $0.07`."""
         if self.available is None:
             return f"{self.name}: not checked"
-        left = f"{self.name}: ${to_dollars(self.available):f} left"
-        return f"{left}, short by ${to_dollars(self.shortfall):f}" if self.shortfall else f"{left}, enough"
+        left = f"{self.name}: {usd_from_atomic(self.available)} left"
+        return f"{left}, short by {usd_from_atomic(self.shortfall)}" if self.shortfall else f"{left}, enough"
 
 
 @dataclass
@@ -101,11 +101,12 @@ class PreflightReport:
         if not short:
             return
         what = "; ".join(
-            f"{c.name} short by ${to_dollars(c.shortfall):f} (${to_dollars(c.available or 0):f} left)"
+            f"{c.name} short by {usd_from_atomic(c.shortfall)} ({usd_from_atomic(c.available or 0)} left)"
             for c in short
         )
         raise PreflightRefused(
-            f"this batch would cost {format_usd(self.needed)} and cannot finish: {what}. Nothing was paid",
+            f"this batch would cost {usd_exact_from_atomic(self.needed)} and cannot finish: {what}. "
+            "Nothing was paid",
             shortfalls=[(c.name, c.shortfall) for c in short],
             needed=self.needed,
         )
@@ -123,9 +124,9 @@ async def preflight(wallet: StableStudioWallet, quote: BatchQuote, budget: Spend
         # would refuse batches that fit. The caps still refuse each payment that would break them.
         report.warnings.append(
             f"{len(quote.ceilings)} edit(s) could be priced only at a ceiling "
-            f"(${to_dollars(sum(line.amount for line in quote.ceilings)):f} in all) and are not counted: the "
-            "server quotes an edit once its images are uploaded, so a batch after one paid edit with these "
-            "options is quoted exactly"
+            f"({usd_from_atomic(sum(line.amount for line in quote.ceilings))} in all) and are not counted: "
+            "the server quotes an edit once its images are uploaded, so a batch after one paid edit with "
+            "these options is quoted exactly"
         )
     for cap_name, left in (await budget.remaining()).items():
         report.checks.append(PreflightCheck(f"{cap_name} cap", report.needed, left))
@@ -218,7 +219,7 @@ async def before_paying(
     await check_quote(wallet, quote, budget, check=check, prefix=prefix)
     if reserve_upfront and quote.priced_total:
         await budget.reserve_for_run(quote.priced_total)
-        logger.info("reserved $%s from the caps for this run", f"{to_dollars(quote.priced_total):f}")
+        logger.info("reserved $%s from the caps for this run", f"{dollars_from_atomic(quote.priced_total):f}")
     return quote
 
 

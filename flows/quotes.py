@@ -39,7 +39,7 @@ from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.errors import InvalidRequest, PolicyRefused
 from prefect_stablestudio.client.models import EditRequest
-from prefect_stablestudio.client.money import to_atomic, to_dollars
+from prefect_stablestudio.client.money import atomic_from_dollars, dollars_from_atomic
 from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
@@ -91,7 +91,7 @@ class QuoteLine(BaseModel):
     @property
     def amount_usd(self) -> Decimal:
         """Dollars."""
-        return to_dollars(self.amount)
+        return dollars_from_atomic(self.amount)
 
 
 class BatchQuote(BaseModel):
@@ -109,7 +109,7 @@ class BatchQuote(BaseModel):
     @property
     def total_usd(self) -> Decimal:
         """Dollars."""
-        return to_dollars(self.total)
+        return dollars_from_atomic(self.total)
 
     @property
     def priced_total(self) -> int:
@@ -188,7 +188,7 @@ async def published_maximum(base_url: str, path: str = EDIT_PATH) -> int | None:
         return None
     try:
         # The document states dollars; str() keeps a JSON number's digits without binary rounding.
-        atomic = to_atomic(Decimal(str(value)).quantize(Decimal("0.000001")))
+        atomic = atomic_from_dollars(Decimal(str(value)).quantize(Decimal("0.000001")))
     except (ArithmeticError, ValueError):
         return None
     return atomic if atomic > 0 else None
@@ -227,7 +227,7 @@ class _Pricer:
             known = [m for m in (served, published_max_price(path)) if m is not None]
             self._maxima[path] = min(known) if known else None
         maximum = self._maxima[path]
-        cap = to_atomic(self.wallet.max_usd_per_call)
+        cap = atomic_from_dollars(self.wallet.max_usd_per_call)
         if maximum is not None and maximum < cap:
             return maximum, "published maximum", why
         return cap, "per-call cap", why

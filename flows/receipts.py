@@ -51,7 +51,7 @@ from prefect_stablestudio.blocks.events import (
     money_fields,
 )
 from prefect_stablestudio.client.errors import BudgetExceeded, JobFailed, PolicyRefused
-from prefect_stablestudio.client.money import plain_usd
+from prefect_stablestudio.client.money import plain_dollars_from_atomic
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.flows.intents import IntentStore, default_intent_url
 from prefect_stablestudio.flows.storage import StorageOptions, local_path
@@ -135,7 +135,8 @@ class Receipt(BaseModel):
         return cls(
             time=datetime.now(UTC), wallet=payment.payer, wallet_block=wallet_block, network=payment.network,
             method=payment.method, asset=payment.asset, route=route_of(payment.resource_url),
-            amount=payment.amount, amount_usd=plain_usd(payment.amount), pay_to=payment.pay_to,
+            amount=payment.amount, amount_usd=plain_dollars_from_atomic(payment.amount),
+            pay_to=payment.pay_to,
             nonce=payment.nonce, transaction=transaction, job_id=job_id if isinstance(job_id, str) else None,
             inputs=inputs, flow_run_id=current_flow_run_id(), outcome=outcome.status,
             reason=(outcome.reason or None) and str(outcome.reason)[:300],
@@ -308,8 +309,11 @@ async def reporting(
         payload: dict[str, Any] = {"refused_by": "cap" if isinstance(exc, BudgetExceeded) else "policy",
                                    "reason": exc.reason, "message": str(exc)[:500]}
         if isinstance(exc, SpendCapExceeded):
-            payload.update(cap=exc.cap_name, limit=exc.cap, asked=exc.asked, asked_usd=plain_usd(exc.asked),
-                           remaining=exc.remaining, remaining_usd=plain_usd(exc.remaining))
+            payload.update(
+                cap=exc.cap_name, limit=exc.cap, asked=exc.asked,
+                asked_usd=plain_dollars_from_atomic(exc.asked), remaining=exc.remaining,
+                remaining_usd=plain_dollars_from_atomic(exc.remaining),
+            )
         emit_spend_event(PAYMENT_REFUSED, wallet.public_address, wallet.block_name, payload)
         raise
     except JobFailed as exc:

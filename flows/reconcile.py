@@ -25,7 +25,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger
 
 from prefect_stablestudio.client.errors import StableStudioError
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentOutcome
 from prefect_stablestudio.flows.models import UnreconciledPayment
 
@@ -66,7 +66,7 @@ class PaymentLog(NoHooks):
             owed.append(UnreconciledPayment.of(payment, what=what, status=status, reason=reason))
             logger.warning(
                 "%s payment %s of $%s to %s is %s but bought nothing usable (%s): reconcile it by its nonce",
-                what, nonce, to_dollars(payment.amount), payment.pay_to,
+                what, nonce, dollars_from_atomic(payment.amount), payment.pay_to,
                 "settled" if status == "settled" else "of unknown outcome", reason[:200],
             )
         return owed

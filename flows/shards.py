@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from decimal import Decimal
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -54,6 +53,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
+from prefect_stablestudio.client.money import usd_cap_from_atomic, usd_from_atomic, usd_from_dollars
 from prefect_stablestudio.flows.artifacts import artifact_key, run_table_artifact
 from prefect_stablestudio.flows.edit import edit_images
 from prefect_stablestudio.flows.models import EditItem, EditOptions, EditOutcome
@@ -387,11 +387,8 @@ async def edit_sharded(
     return report
 
 
-def _usd(amount: Decimal | int | None) -> str:
-    if amount is None:
-        return "no cap"
-    value = Decimal(amount) / Decimal(1_000_000) if isinstance(amount, int) else amount
-    return f"${value.normalize():f}"
+def _remaining_text(atomic: int | None) -> str:
+    return "-" if atomic is None else usd_from_atomic(atomic)
 
 
 async def _spend_summary(report: ShardedReport, wallet_block: str) -> None:
@@ -405,19 +402,22 @@ async def _spend_summary(report: ShardedReport, wallet_block: str) -> None:
             "",
             f"**{report.edited} edited, {report.failed} failed, {report.missing} unreported; "
             f"{report.skipped} of {report.found} already done.** Spent by this job run: "
-            f"**{_usd(report.spent_usd)}** (wallet `{wallet.public_address}`).",
+            f"**{usd_from_dollars(report.spent_usd)}** (wallet `{wallet.public_address}`).",
             "",
             "| shard | run | state | worker | edits | saved | failed | already done | spent |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *(
                 f"| {s.index} | `{s.flow_run_id or '-'}` | {s.state} | {s.worker or '-'} | {s.edits} "
-                f"| {s.saved} | {s.failed} | {s.already_done} | {_usd(s.spent_usd)} |"
+                f"| {s.saved} | {s.failed} | {s.already_done} | {usd_from_dollars(s.spent_usd)} |"
                 for s in report.shard_runs
             ),
             "",
             "| cap | limit | remaining |",
             "| --- | --- | --- |",
-            *(f"| {n} | {_usd(c)} | {_usd(remaining.get(n)) if c else '-'} |" for n, c in caps.items()),
+            *(
+                f"| {n} | {usd_cap_from_atomic(c)} | {_remaining_text(remaining.get(n)) if c else '-'} |"
+                for n, c in caps.items()
+            ),
         ]
         await acreate_markdown_artifact(
             "\n".join(lines), key=artifact_key("stablestudio-sharded", "summary"), description="Sharded job"

@@ -22,7 +22,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from prefect_stablestudio.client.money import plain_usd, to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic, plain_dollars_from_atomic
 from prefect_stablestudio.flows.receipts import Receipt
 
 __all__ = ["CSV_COLUMNS", "DayRouteTotal", "daily_totals", "explorer_link", "settled_total", "write_csv"]
@@ -64,7 +64,7 @@ class DayRouteTotal:
     @property
     def amount_usd(self) -> Decimal:
         """The amount in dollars."""
-        return to_dollars(self.amount)
+        return dollars_from_atomic(self.amount)
 
 
 def daily_totals(receipts: Iterable[Receipt]) -> list[DayRouteTotal]:
@@ -91,7 +91,8 @@ def write_csv(receipts: Sequence[Receipt], path: str | Path) -> int:
         for r in receipts:
             writer.writerow([
                 r.time.isoformat(), r.time.date().isoformat(), r.wallet, r.wallet_block or "", r.network,
-                r.method, r.route, r.amount, plain_usd(r.amount), r.pay_to, r.nonce, r.transaction or "",
+                r.method, r.route, r.amount, plain_dollars_from_atomic(r.amount), r.pay_to, r.nonce,
+                r.transaction or "",
                 explorer_link(r.network, r.transaction), r.job_id or "", " ".join(r.inputs),
                 r.flow_run_id or "", r.outcome, r.reason or "",
             ])

@@ -27,7 +27,7 @@ from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
 from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
@@ -215,14 +215,14 @@ async def upload(
     if result.rebought_because is not None:
         logger.warning(
             "upload of %s bought a further ticket ($%s) because the one paid earlier %s",
-            image.uri[:200], to_dollars(result.payments[-1].amount) if result.payments else 0,
+            image.uri[:200], dollars_from_atomic(result.payments[-1].amount) if result.payments else 0,
             "had expired" if result.rebought_because == "expired" else "was refused by the blob API",
         )
     if book is not None:
         await book.finish(image, result.blob_url)
     logger.log(
         STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s%s", image.uri[:200], result.size,
-        to_dollars(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
+        dollars_from_atomic(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
     )
     return UploadedImage(
         uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost,

@@ -52,7 +52,7 @@ _RESOLUTIONS = ["0.5 MP", "1 MP", "2 MP"]
 _FORMATS = ["png", "jpg", "webp"]
 
 
-def _usd(value: str | None, option: str) -> Decimal | None:
+def _dollars_option(value: str | None, option: str) -> Decimal | None:
     if value is None:
         return None
     try:
@@ -266,10 +266,10 @@ def wallet_create(
         "base_url": base_url,
         "blob_api_url": blob_api_url,
         "base_rpc_url": base_rpc_url,
-        "max_usd_per_call": _usd(max_per_call, "--max-per-call"),
-        "max_usd_per_run": _usd(max_per_run, "--max-per-run"),
-        "max_usd_per_day": _usd(max_per_day, "--max-per-day"),
-        "max_usd_total": _usd(max_total, "--max-total"),
+        "max_usd_per_call": _dollars_option(max_per_call, "--max-per-call"),
+        "max_usd_per_run": _dollars_option(max_per_run, "--max-per-run"),
+        "max_usd_per_day": _dollars_option(max_per_day, "--max-per-day"),
+        "max_usd_total": _dollars_option(max_total, "--max-total"),
         "allowed_pay_to": pay_to or None,
     }
     key = os.environ.get(key_env, "").strip()
@@ -293,7 +293,8 @@ def wallet_show(name: Annotated[str, typer.Argument(help="Block name.")]) -> Non
 def _show(name: str) -> WalletReport:
     from rich.table import Table
 
-    from prefect_stablestudio.wallets import load_report, usd
+    from prefect_stablestudio.client.money import usd_cap_from_atomic, usd_from_atomic
+    from prefect_stablestudio.wallets import load_report
 
     report = run(load_report(name))
     console.print(f"[bold]{report.name}[/]")
@@ -309,9 +310,9 @@ def _show(name: str) -> WalletReport:
     for column in ("cap", "limit", "spent", "remaining"):
         table.add_column(column)
     for row in report.rows:
-        spent = "-" if row.spent is None else usd(row.spent)
-        remaining = "-" if row.remaining is None else usd(row.remaining)
-        table.add_row(row.name, usd(row.limit), spent, remaining)
+        spent = "-" if row.spent is None else usd_from_atomic(row.spent)
+        remaining = "-" if row.remaining is None else usd_from_atomic(row.remaining)
+        table.add_row(row.name, usd_cap_from_atomic(row.limit), spent, remaining)
     console.print(table)
     return report
 
@@ -319,13 +320,13 @@ def _show(name: str) -> WalletReport:
 @app.command()
 def budget(name: Annotated[str, typer.Argument(help="Wallet block name.")]) -> None:
     """Spend per cap of a wallet, as Prefect's server counts it, and the flow runs spending now."""
-    from prefect_stablestudio.wallets import usd
+    from prefect_stablestudio.client.money import usd_cap_from_atomic, usd_from_atomic
 
     report = _show(name)
     if report.active_runs:
         console.print("Flow runs in progress (per-run caps):")
         for run_id, limit, spent in report.active_runs:
-            console.print(f"  {run_id}: spent {usd(spent)} of {usd(limit)}")
+            console.print(f"  {run_id}: spent {usd_from_atomic(spent)} of {usd_cap_from_atomic(limit)}")
     if not any(row.spent is not None for row in report.rows):
         console.print("No 24 h or lifetime cap is set, so Prefect keeps no running total for this wallet.")
 
@@ -352,7 +353,7 @@ def spend(
 
     from rich.table import Table
 
-    from prefect_stablestudio.client.money import plain_usd
+    from prefect_stablestudio.client.money import plain_dollars_from_atomic, usd_from_atomic
     from prefect_stablestudio.flows.receipts import ReceiptBook
     from prefect_stablestudio.flows.spend_report import daily_totals, settled_total, write_csv
 
@@ -368,15 +369,16 @@ def spend(
     for column in ("day", "route", "payments", "spent (USD)"):
         table.add_column(column)
     for row in daily_totals(found):
-        table.add_row(row.day.isoformat(), row.route, str(row.payments), plain_usd(row.amount))
+        amount = plain_dollars_from_atomic(row.amount)
+        table.add_row(row.day.isoformat(), row.route, str(row.payments), amount)
     console.print(table)
-    console.print(f"Total settled: ${plain_usd(settled_total(found))} in "
+    console.print(f"Total settled: {usd_from_atomic(settled_total(found))} in "
                   f"{sum(1 for r in found if r.outcome == 'settled')} payments ({book.url}).")
     unknown = [r for r in found if r.outcome == "unknown"]
     if unknown:
         console.print(f"{len(unknown)} payment(s) of unknown outcome (reconcile by nonce):")
         for r in unknown:
-            console.print(f"  {r.time:%Y-%m-%d %H:%M} {r.route} ${plain_usd(r.amount)} nonce {r.nonce}")
+            console.print(f"  {r.time:%Y-%m-%d %H:%M} {r.route} {usd_from_atomic(r.amount)} nonce {r.nonce}")
     if csv_file is not None:
         rows = write_csv(found, csv_file)
         console.print(f"Wrote {rows} rows to {csv_file}.")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.panel import Panel
 
+from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.console import console
 
 __all__ = ["DEMO_FUNDING_USDC", "DEMO_PROMPT", "DEMO_WALLET_BLOCK", "DemoSettings", "run_demo"]
@@ -115,9 +116,9 @@ async def run_demo(settings: DemoSettings) -> int:
             DEMO_WALLET_BLOCK, images, settings.prompt, str(results), options, max_concurrency=3,
         )
         state = sim.state()
-        balance = Decimal(sim.balance(account.address)) / 1_000_000
+        balance = dollars_from_atomic(sim.balance(account.address))
     paid = [p for p in state["ledger"]["payments"] if p["payer"].lower() == account.address.lower()]
-    total = sum(p["amount"] for p in paid) / Decimal(1_000_000)
+    total = dollars_from_atomic(sum(p["amount"] for p in paid))
 
     console.print(outcome_table(run.result))
     ok = len(run.result.succeeded)

@@ -15,9 +15,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from prefect_stablestudio.client.money import usd_from_atomic
 from prefect_stablestudio.console import CliError
 
 if TYPE_CHECKING:
@@ -152,14 +152,7 @@ async def _balances(wallet: StableStudioWallet) -> list[tuple[str, str]]:
     except RpcError as exc:
         return [("RPC", f"unreadable: {exc}")]
     return [
-        (b.network, "not checked (no RPC URL)" if b.amount is None else usd(b.amount))
+        (b.network, "not checked (no RPC URL)" if b.amount is None else usd_from_atomic(b.amount))
         for b in found
     ]
 
-
-def usd(atomic: int | None) -> str:
-    """Atomic units as dollars for people: `$0.045`, `no cap` for None."""
-    if atomic is None:
-        return "no cap"
-    value = (Decimal(atomic) / Decimal(1_000_000)).normalize()
-    return f"${value:f}" if value else "$0"

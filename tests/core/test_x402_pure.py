@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from prefect_stablestudio.client import PolicyRefused, ProtocolError, WalletPolicy
 from prefect_stablestudio.client.encoding import encode_b64_json
-from prefect_stablestudio.client.money import to_atomic, to_dollars
+from prefect_stablestudio.client.money import (
+    atomic_from_dollars,
+    dollars_from_atomic,
+    plain_dollars_from_atomic,
+    usd_cap_from_atomic,
+    usd_exact_from_atomic,
+    usd_from_atomic,
+    usd_from_dollars,
+)
 from prefect_stablestudio.client.x402 import (
     PaymentRequired,
     choose_requirement,
@@ -113,9 +122,12 @@ def test_payment_identifier_is_stable_per_key_and_route_and_well_formed() -> Non
 
 
 def test_money_helpers_are_exact() -> None:
-    assert to_dollars(30_000) == to_dollars(30_000) and str(to_dollars(30_000)) == "0.03"
-    assert to_atomic("0.01") == 10_000
+    assert str(dollars_from_atomic(30_000)) == "0.03"
+    assert [usd_from_atomic(a) for a in (45_000, 0, 12_000_000)] == ["$0.045", "$0", "$12"]
+    assert usd_from_dollars(Decimal("0.0450")) == "$0.045" and usd_cap_from_atomic(None) == "no cap"
+    assert usd_exact_from_atomic(30_000) == "$0.030000" and plain_dollars_from_atomic(1_500_000) == "1.5"
+    assert atomic_from_dollars("0.01") == 10_000
     with pytest.raises(ValueError):
-        to_atomic(0.01)  # type: ignore[arg-type]
+        atomic_from_dollars(0.01)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        to_atomic("0.0000001")
+        atomic_from_dollars("0.0000001")

@@ -46,7 +46,7 @@ from prefect_stablestudio.client.models import (
     UploadResult,
     UploadTicket,
 )
-from prefect_stablestudio.client.money import format_usd, to_atomic, to_dollars
+from prefect_stablestudio.client.money import atomic_from_dollars, dollars_from_atomic, usd_exact_from_atomic
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome, Settlement
 from prefect_stablestudio.client.policy import BASE_USDC, AssetInfo, WalletPolicy
 from prefect_stablestudio.client.studio import StableStudioClient
@@ -92,10 +92,10 @@ __all__ = [
     "UploadTicket",
     "UpstreamError",
     "WalletPolicy",
+    "atomic_from_dollars",
     "build_request",
     "catalog_entry",
-    "format_usd",
+    "dollars_from_atomic",
     "tls_context",
-    "to_atomic",
-    "to_dollars",
+    "usd_exact_from_atomic",
 ]

@@ -132,7 +132,7 @@ async def balance_of(
     Example:
         ```python
         balance = await balance_of("https://mainnet.base.org", BASE_USDC.address, wallet.address)
-        print(to_dollars(balance))
+        print(dollars_from_atomic(balance))
         ```
     """
     key = (rpc_url, token.lower(), owner.lower())

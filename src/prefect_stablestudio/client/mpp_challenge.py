@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.client.errors import PolicyRefused, ProtocolError, UntrustedServerValue
-from prefect_stablestudio.client.money import format_usd
+from prefect_stablestudio.client.money import usd_exact_from_atomic
 from prefect_stablestudio.client.payment import Settlement
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.server_values import check_mpp_challenge
@@ -130,8 +130,8 @@ def check_offer(
         return "amount_invalid", "amount must be positive"
     if offer.amount > policy.max_amount_per_call:
         return "amount_over_cap", (
-            f"amount {format_usd(offer.amount)} is over the per-call cap "
-            f"{format_usd(policy.max_amount_per_call)}"
+            f"amount {usd_exact_from_atomic(offer.amount)} is over the per-call cap "
+            f"{usd_exact_from_atomic(policy.max_amount_per_call)}"
         )
     expires = offer.expires_at()
     if expires is None or not now < expires <= now + policy.max_timeout_seconds:

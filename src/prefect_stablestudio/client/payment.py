@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_stablestudio.client.money import to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic
 
 if TYPE_CHECKING:
     from prefect_stablestudio.client.x402 import Quote
@@ -57,7 +57,7 @@ class Payment(BaseModel):
     @property
     def amount_usd(self) -> Decimal:
         """The amount in dollars."""
-        return to_dollars(self.amount)
+        return dollars_from_atomic(self.amount)
 
 
 class Settlement(BaseModel):

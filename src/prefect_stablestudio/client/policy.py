@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefect_stablestudio.client.money import format_usd
+from prefect_stablestudio.client.money import usd_exact_from_atomic
 
 __all__ = [
     "BASE_MAINNET",
@@ -135,9 +135,9 @@ class WalletPolicy(BaseModel):
         if amount <= ceiling:
             return None
         return "implausible_price", (
-            f"amount {format_usd(amount)} is implausible for this route (published at most "
-            f"{format_usd(published_max)}; refused above {format_usd(ceiling)} unless the wallet allows "
-            "implausible prices)"
+            f"amount {usd_exact_from_atomic(amount)} is implausible for this route (published at most "
+            f"{usd_exact_from_atomic(published_max)}; refused above {usd_exact_from_atomic(ceiling)} unless "
+            "the wallet allows implausible prices)"
         )
 
     def asset_for(self, network: str, address: str) -> AssetInfo | None:
@@ -145,7 +145,7 @@ class WalletPolicy(BaseModel):
         return next((a for a in self.allowed_assets if a.matches(network, address)), None)
 
     def __str__(self) -> str:
-        cap = format_usd(self.max_amount_per_call)
+        cap = usd_exact_from_atomic(self.max_amount_per_call)
         return (
             f"WalletPolicy(cap {cap} per call, networks {sorted(self.allowed_networks)}, "
             f"method {self.payment_method})"

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prefect_stablestudio.client.eip712 import domain_separator, transfer_authorization_digest
 from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
 from prefect_stablestudio.client.errors import PolicyRefused, ProtocolError
-from prefect_stablestudio.client.money import format_usd, to_dollars
+from prefect_stablestudio.client.money import dollars_from_atomic, usd_exact_from_atomic
 from prefect_stablestudio.client.mpp_challenge import MppOffer
 from prefect_stablestudio.client.payment import Payment, Settlement
 from prefect_stablestudio.client.policy import WalletPolicy
@@ -156,7 +156,7 @@ class Quote(BaseModel):
     @property
     def amount_usd(self) -> Decimal:
         """Dollars."""
-        return to_dollars(self.requirement.amount)
+        return dollars_from_atomic(self.requirement.amount)
 
     @property
     def pay_to(self) -> str:
@@ -228,8 +228,8 @@ def check_requirement(req: Requirement, policy: WalletPolicy) -> tuple[str, str]
         return "amount_invalid", "amount must be positive"
     if req.amount > policy.max_amount_per_call:
         return "amount_over_cap", (
-            f"amount {format_usd(req.amount)} is over the per-call cap "
-            f"{format_usd(policy.max_amount_per_call)}"
+            f"amount {usd_exact_from_atomic(req.amount)} is over the per-call cap "
+            f"{usd_exact_from_atomic(policy.max_amount_per_call)}"
         )
     if not policy.min_timeout_seconds <= req.max_timeout_seconds <= policy.max_timeout_seconds:
         return "timeout_out_of_bounds", (
