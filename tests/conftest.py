@@ -28,5 +28,7 @@ pytest_plugins = [
     "tests.fixtures.keys",
     "tests.fixtures.simulator",
     "tests.fixtures.prefect",
+    "tests.fixtures.prefect_server",
     "tests.fixtures.s3",
+    "tests.fixtures.servers",
 ]

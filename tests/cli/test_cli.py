@@ -15,7 +15,7 @@ from eth_account import Account
 from typer.testing import CliRunner
 
 from prefect_stablestudio.cli import app
-from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 runner = CliRunner()
 

@@ -10,57 +10,21 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-STANDIN_DIR = Path(__file__).parent / "router-standin"
-STANDIN_PORT = 80
-STARTUP_LINE = "router stand-in listening on"
-
-
-@dataclass(frozen=True)
-class RouterStandin:
-    """The running stand-in: the URLs a client needs, and what moved on its in-memory chain."""
-
-    base_url: str
-    pay_to: str = "0x919c2692DC6B80c70D2A3829896aC1EE59c55Acb"
-
-    @property
-    def blob_api_url(self) -> str:
-        """Its Vercel Blob stand-in."""
-        return f"{self.base_url}/api/blob"
-
-    def chain(self) -> dict[str, Any]:
-        """Transfers, used EIP-3009 nonces and balances on the stand-in's chain."""
-        data: dict[str, Any] = httpx.get(f"{self.base_url}/_standin/chain").json()
-        return data
-
-    def transfers_from(self, address: str) -> list[int]:
-        """Atomic amounts ``address`` paid, in order."""
-        return [int(t["value"]) for t in self.chain()["transfers"] if t["from"].lower() == address.lower()]
-
-    def set_edit_price(self, usd: str | None) -> None:
-        """Make the edit route's price function answer ``usd`` (None: the price by resolution again)."""
-        httpx.put(f"{self.base_url}/_standin/edit-price", json={"price": usd}).raise_for_status()
-
-
-def install_node_dependencies() -> None:
-    """``npm ci`` from the lock file (CI's clean clone); a no-op when node_modules is there."""
-    if (STANDIN_DIR / "node_modules").is_dir():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("the conformance suite needs node 20 and npm on PATH")
-    # .npmrc sets legacy-peer-deps (viem declares an optional peer mppx>=0.17 that does not exist).
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=STANDIN_DIR, check=True)
+from tests.conformance.standin import (
+    STANDIN_DIR,
+    STANDIN_PORT,
+    STARTUP_LINE,
+    RouterStandin,
+    Server,
+    install_node_dependencies,
+)
 
 
 @pytest.fixture(scope="session")
@@ -100,17 +64,6 @@ def router_standin() -> Iterator[RouterStandin]:
         process.wait(10)
 
 
-@dataclass(frozen=True)
-class Server:
-    """The simulator or the router stand-in, as the tests that run against both see them."""
-
-    name: str
-    base_url: str
-    blob_api_url: str
-    paid_by: Callable[[str], list[int]]  # atomic amounts a wallet paid, in order
-    nonces_of: Callable[[str], set[str]]  # the EIP-3009 nonces (lower-case hex) of its settled payments
-
-
 # What the simulator is set to when compared with the router: the router's validation order, and an upload
 # size limit equal to the stand-in's (a server-side rule the client cannot know).
 SIMULATOR_AS_ROUTER: dict[str, Any] = {
@@ -147,4 +100,3 @@ def server(request: pytest.FixtureRequest, make_sim: Callable[..., Any]) -> Serv
 
 
 # The flow test saves a wallet Block the way the Prefect tests do.
-from tests.prefect.conftest import make_wallet  # noqa: E402, F401

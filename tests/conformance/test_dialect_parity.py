@@ -15,7 +15,7 @@ import pytest
 from eth_account import Account
 
 from prefect_stablestudio.simulator.encoding import decode_b64_json
-from tests.conformance.conftest import Server
+from tests.conformance.standin import Server
 from tests.simulator.helpers import EDIT_PATH, edit_body, encode_header, sdk_payment, upload_image
 
 UPLOAD_BODY = {"filename": "a.png", "contentType": "image/png"}

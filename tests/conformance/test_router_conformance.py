@@ -25,7 +25,7 @@ from prefect_stablestudio.client import (
     StableStudioClient,
     WalletPolicy,
 )
-from tests.conformance.conftest import RouterStandin, Server
+from tests.conformance.standin import RouterStandin, Server
 
 EDIT_PATH = "/api/generate/flux-2-pro/edit"
 

@@ -12,177 +12,29 @@ through the base URL saved in the wallet block. Every subprocess is stopped at t
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from eth_account import Account
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from prefect_stablestudio.blocks import StableStudioWallet
-from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, payments, png_bytes
+from tests.helpers.prefect_processes import (
+    BIN,
+    STARTUP_SECONDS,
+    Processes,
+    artifacts_of,
+    pause,
+    run_prefect,
+    save_wallet,
+    wait_final,
+)
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-STARTUP_SECONDS = 60.0
-RUN_SECONDS = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Processes:
-    """Subprocesses of one test, each in its own process group, logs to files; all stopped at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.running.append((name, process))
-        return process
-
-    def tail(self, name: str, lines: int = 40) -> str:
-        path = self.logs / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def stop_all(self) -> None:
-        for _, process in reversed(self.running):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for _, process in reversed(self.running):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real Prefect server on a free loopback port; yields its API URL and the env for client processes."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    procs = Processes(home)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
-    server_env = base | {"PREFECT_HOME": str(home / "server-home"), "PREFECT_UI_ENABLED": "false"}
-    server = procs.start(
-        "server",
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        server_env,
-    )
-    client_env = base | {
-        "PREFECT_API_URL": url,
-        "PREFECT_HOME": str(home / "client-home"),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results"),
-    }
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert server.poll() is None, f"prefect server exited:\n{procs.tail('server')}"
-            assert time.monotonic() < deadline, f"prefect server not healthy:\n{procs.tail('server')}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)  # polling a condition, not timing a result
-        yield url, client_env
-    finally:
-        procs.stop_all()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    """The workers and serve processes of one test, stopped when it ends (pass or fail)."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    processes = Processes(logs)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-
-
-@pytest.fixture
-def on_server(server: tuple[str, dict[str, str]]) -> Iterator[str]:
-    """Point this process's Prefect client at the real server for the test."""
-    with temporary_settings(updates={PREFECT_API_URL: server[0]}):
-        yield server[0]
-
-
-async def _save_wallet(sim: Any, **caps: Any) -> tuple[str, str]:
-    account = Account.create()
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    wallet = StableStudioWallet(
-        private_key="0x" + bytes(account.key).hex(),
-        base_url=sim.base_url,
-        blob_api_url=sim.blob_api_url,
-        **caps,
-    )
-    await wallet.save(name, overwrite=True)
-    return name, account.address
-
-
-async def _wait_final(run_ids: list[Any], procs: Processes, names: list[str]) -> list[FlowRun]:
-    deadline = time.monotonic() + RUN_SECONDS
-    async with get_client() as client:
-        while True:
-            runs = [await client.read_flow_run(run_id) for run_id in run_ids]
-            if all(r.state is not None and r.state.is_final() for r in runs):
-                return runs
-            assert time.monotonic() < deadline, "runs not finished: " + "\n".join(
-                f"--- {n}\n{procs.tail(n)}" for n in names
-            )
-            await _pause(0.5)
-
-
-async def _pause(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
-
-
-async def _artifacts(run_id: Any) -> list[Any]:
-    async with get_client() as client:
-        return list(
-            await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-            )
-        )
-
-
-def _run_prefect(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 async def test_prefect_yaml_deploys_and_a_worker_runs_ui_and_pipeline_runs(
@@ -194,7 +46,7 @@ async def test_prefect_yaml_deploys_and_a_worker_runs_ui_and_pipeline_runs(
 ) -> None:
     _, env = server
     sim = make_sim()
-    wallet, address = await _save_wallet(sim)
+    wallet, address = await save_wallet(sim)
     source, dest = tmp_path / "incoming", tmp_path / "edited"
     source.mkdir()
     for name, colour in (("a.png", (200, 0, 0)), ("b.png", (0, 200, 0))):
@@ -205,8 +57,8 @@ async def test_prefect_yaml_deploys_and_a_worker_runs_ui_and_pipeline_runs(
         "STABLESTUDIO_DEST_PREFIX": str(dest),
         "STABLESTUDIO_PROMPT": "make it autumn",
     }
-    _run_prefect(["work-pool", "create", "stablestudio", "--type", "process"], env)
-    _run_prefect(["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], deploy_env)
+    run_prefect(["work-pool", "create", "stablestudio", "--type", "process"], env)
+    run_prefect(["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], deploy_env)
 
     async with get_client() as client:
         pipeline = await client.read_deployment_by_name("edit-new-images/scheduled-edits")
@@ -243,7 +95,7 @@ async def test_prefect_yaml_deploys_and_a_worker_runs_ui_and_pipeline_runs(
             },
         )
         pipeline_run = await client.create_flow_run_from_deployment(pipeline.id)
-    ui_done, pipeline_done = await _wait_final([ui_run.id, pipeline_run.id], procs, ["worker"])
+    ui_done, pipeline_done = await wait_final([ui_run.id, pipeline_run.id], procs, ["worker"])
     assert ui_done.state is not None and ui_done.state.is_completed(), procs.tail("worker")
     assert pipeline_done.state is not None and pipeline_done.state.is_completed(), procs.tail("worker")
 
@@ -251,10 +103,10 @@ async def test_prefect_yaml_deploys_and_a_worker_runs_ui_and_pipeline_runs(
     assert sorted(p.name for p in dest.glob("*.png")) == ["a-edited.png", "b-edited.png"]
     edits = payments(sim, address, EDIT_ROUTE)
     assert sorted(p["amount"] for p in edits) == [30_000, 45_000, 45_000]  # one 0.5 MP, two 1 MP
-    artifacts = await _artifacts(ui_run.id)
+    artifacts = await artifacts_of(ui_run.id)
     assert {"table", "markdown", "progress"} <= {a.type for a in artifacts}
     assert any((a.key or "").startswith("stablestudio-edit-") for a in artifacts)  # the result's link
-    (report,) = [a for a in await _artifacts(pipeline_run.id) if a.key == "stablestudio-pipeline"]
+    (report,) = [a for a in await artifacts_of(pipeline_run.id) if a.key == "stablestudio-pipeline"]
     assert "| 2 | 0 | 2 | 0 | 0 |" in str(report.data)  # found 2, none done before, 2 edited
 
 
@@ -268,7 +120,7 @@ async def test_two_serve_processes_sharing_one_budget_do_not_overspend_it(
     _, env = server
     sim = make_sim()
     # 3 edits fit: 3 x (upload $0.01 + 0.5 MP edit $0.03) = $0.12.
-    wallet, address = await _save_wallet(sim, max_usd_total="0.12")
+    wallet, address = await save_wallet(sim, max_usd_total="0.12")
     for suffix in ("-a", "-b"):
         procs.start(
             f"serve{suffix}",
@@ -292,7 +144,7 @@ async def test_two_serve_processes_sharing_one_budget_do_not_overspend_it(
                 except ObjectNotFound:
                     alive = all(p.poll() is None for _, p in procs.running)
                     assert alive and time.monotonic() < deadline, procs.tail(f"serve{suffix}")
-                    await _pause(0.25)
+                    await pause(0.25)
             run = await client.create_flow_run_from_deployment(
                 deployment.id,
                 parameters={
@@ -303,12 +155,12 @@ async def test_two_serve_processes_sharing_one_budget_do_not_overspend_it(
                     "max_concurrency": 3,
                     "fail_on_error": False,
                     # The shared cap is tested where it refuses each payment; a pre-flight would refuse the
-                    # second run whole (tests/prefect/test_quotes.py covers that).
+                    # second run whole (tests/flows/test_quotes.py covers that).
                     "preflight": False,
                 },
             )
             run_ids.append(run.id)
-    runs = await _wait_final(run_ids, procs, ["serve-a", "serve-b"])
+    runs = await wait_final(run_ids, procs, ["serve-a", "serve-b"])
     assert all(r.state is not None and r.state.is_completed() for r in runs), procs.tail("serve-a")
 
     ledger = payments(sim, address)
@@ -317,7 +169,7 @@ async def test_two_serve_processes_sharing_one_budget_do_not_overspend_it(
     assert sum(p["amount"] for p in ledger) <= 120_000  # never beyond the cap, uploads included
     rows = []
     for run_id in run_ids:
-        tables = [a for a in await _artifacts(run_id) if a.type == "table"]
+        tables = [a for a in await artifacts_of(run_id) if a.type == "table"]
         assert tables, "each run reports its edits"
         rows += [row for table in tables for row in _table_rows(table.data)]
     assert len(rows) == 6

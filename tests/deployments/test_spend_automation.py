@@ -26,15 +26,9 @@ from deployments.automations import AUTOMATION_NAME, DEPLOYMENT, create_spend_au
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.blocks.events import CAP_CROSSED, PAYMENT_SETTLED
 from prefect_stablestudio.flows import EditItem, EditOptions, edit_images
-from tests.deployments.test_end_to_end import (  # noqa: F401 - fixtures are used by name
-    _pause,
-    _run_prefect,
-    _save_wallet,
-    on_server,
-    server,
-)
-from tests.prefect.conftest import payments, png_bytes
-from tests.prefect.events_api import events_when, read_events, restart_events_worker
+from tests.helpers.events import events_when, read_events, restart_events_worker
+from tests.helpers.ledger import payments, png_bytes
+from tests.helpers.prefect_processes import pause, run_prefect, save_wallet
 
 pytestmark = pytest.mark.slow
 DEADLINE_SECONDS = 60.0
@@ -72,7 +66,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def events_to_this_server(on_server: str) -> AsyncIterator[None]:  # noqa: F811
+async def events_to_this_server(on_server: str) -> AsyncIterator[None]:
     """Events go to this module's server during the test, and to whatever API comes next after it."""
     await restart_events_worker()
     try:
@@ -88,11 +82,11 @@ async def _until(what: str, check: Callable[[], Any]) -> Any:
         if value:
             return value
         assert time.monotonic() < deadline, f"not within {DEADLINE_SECONDS} s: {what}"
-        await _pause(0.5)  # polling a condition with a deadline, not timing a result
+        await pause(0.5)  # polling a condition with a deadline, not timing a result
 
 
 async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_and_notifies(
-    server: tuple[str, dict[str, str]],  # noqa: F811
+    server: tuple[str, dict[str, str]],
     events_to_this_server: None,
     make_sim: Callable[..., Any],
     receiver: Receiver,
@@ -100,15 +94,15 @@ async def test_a_batch_emits_settled_events_and_the_day_cap_automation_pauses_an
 ) -> None:
     _, env = server
     sim = make_sim()
-    wallet_name, address = await _save_wallet(sim, max_usd_per_day="0.18")
+    wallet_name, address = await save_wallet(sim, max_usd_per_day="0.18")
     deploy_env = env | {
         "STABLESTUDIO_WALLET": wallet_name,
         "STABLESTUDIO_SOURCE_PREFIX": str(tmp_path / "in"),
         "STABLESTUDIO_DEST_PREFIX": str(tmp_path / "out"),
         "STABLESTUDIO_PROMPT": "make it autumn",
     }
-    _run_prefect(["work-pool", "create", "stablestudio", "--type", "process", "--overwrite"], env)
-    _run_prefect(["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], deploy_env)
+    run_prefect(["work-pool", "create", "stablestudio", "--type", "process", "--overwrite"], env)
+    run_prefect(["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], deploy_env)
     notify = f"spend-alerts-{uuid.uuid4().hex[:8]}"
     await CustomWebhookNotificationBlock(
         name="spend alerts", url=receiver.url, method="POST",

@@ -1,5 +1,5 @@
 """One import name: the wheel installs `prefect_stablestudio` and nothing else (the user-project test, which
-needs the Prefect fixtures, is tests/prefect/test_user_project.py)."""
+needs the Prefect fixtures, is tests/flows/test_user_project.py)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from prefect_stablestudio.flows import EditFailed, EditItem, edit_image, edit_images
-from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -21,7 +21,7 @@ import pytest
 
 from prefect_stablestudio.flows import IntentStore, PaymentIntent, edit_image
 from prefect_stablestudio.simulator import FaultRule
-from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[2]

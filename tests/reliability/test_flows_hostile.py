@@ -15,9 +15,9 @@ from prefect_stablestudio.client.x402 import payment_required_from_json
 from prefect_stablestudio.flows import IntentStore
 from prefect_stablestudio.flows.intents import PaymentTerms
 from prefect_stablestudio.flows.tasks import submit_edit
-from tests.core.fake_studio import FakeStudio
-from tests.core.helpers import PAY_TO, USDC, payment_required, requirement
-from tests.reliability.test_hostile import OTHER_PAY_TO, requote_with
+from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import PAY_TO, USDC, payment_required, requirement
+from tests.reliability.helpers import OTHER_PAY_TO, requote_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])

@@ -1,7 +1,7 @@
 """A hostile or misconfigured server: each case refused before anything is signed, with an error naming it.
 
-Cases already covered in tests/core (not repeated here): amount over the cap, another asset, another network,
-a payTo outside the allow-list, another scheme, a zero payTo, an absurd validity window
+Cases already covered in tests/client (not repeated here): amount over the cap, another asset, another
+network, a payTo outside the allow-list, another scheme, a zero payTo, an absurd validity window
 (`test_paying_faults.py::test_hostile_quotes_sign_nothing`); a SIWX challenge for another domain or uri
 (`test_client_edges.py::test_challenge_for_another_origin_is_never_signed`); redirects to another host on the
 quote, the paid POST and a SIWX GET, where the other host records that it received nothing
@@ -31,33 +31,16 @@ from prefect_stablestudio.client import (
     WalletPolicy,
 )
 from prefect_stablestudio.client.encoding import MAX_HEADER_CHARS, encode_b64_json
-from tests.core.fake_studio import FakeStudio
-from tests.core.helpers import PAY_TO, payment_required, requirement
-from tests.core.test_client_edges import siwx_402
-from tests.core.test_paying_faults import Recorder
+from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import PAY_TO, Recorder, payment_required, requirement, siwx_402
+from tests.reliability.helpers import OTHER_PAY_TO, requote_with
 
 REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
-OTHER_PAY_TO = "0x" + "7" * 40
 
 
 def client(key: str, base_url: str, hooks: Recorder | None = None, **kw: Any) -> StableStudioClient:
     kw.setdefault("resend_backoff", 0.01)
     return StableStudioClient(key, base_url=base_url, hooks=hooks, **kw)
-
-
-def requote_with(pay_to: str, reason: str) -> Any:
-    """Refuse the signed request and quote again, now naming another recipient."""
-
-    async def behaviour(request: Request, n: int) -> Response:
-        pr = payment_required(str(request.url), [requirement(payTo=pay_to)])
-        pr["error"] = reason
-        return JSONResponse(
-            {"error": reason, "message": "pay the new address"},
-            status_code=402,
-            headers={"PAYMENT-REQUIRED": encode_b64_json(pr)},
-        )
-
-    return behaviour
 
 
 async def test_a_payto_that_changes_after_a_persisted_payment_gets_no_new_signature(
@@ -137,7 +120,7 @@ def _quote_app(fake: FakeStudio, answer: Any) -> Any:
 
 
 def _seen(scope: Any) -> Any:
-    from tests.core.fake_studio import Seen
+    from tests.client.fake_studio import Seen
 
     headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
     return Seen(scope["method"], scope["path"], headers, b"")

@@ -31,7 +31,7 @@ from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.cli import app
 from prefect_stablestudio.flows import edit_images
 from prefect_stablestudio.simulator import FaultRule
-from tests.prefect.conftest import png_bytes
+from tests.helpers.ledger import png_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 LOGGERS = ("", "prefect_stablestudio", "httpx", "httpcore", "prefect", "uvicorn")

@@ -21,7 +21,7 @@ from prefect_stablestudio.client.models import UploadTicket
 from prefect_stablestudio.client.payment import Payment
 from prefect_stablestudio.flows import BatchResult, IntentStore, PaymentIntent, edit_image, edit_images
 from prefect_stablestudio.simulator import FaultRule
-from tests.prefect.conftest import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, UPLOAD_ROUTE, payments, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every attempt of one upload's PUT (the client tries five times) fails with a 500.

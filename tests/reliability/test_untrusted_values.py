@@ -33,10 +33,8 @@ from prefect_stablestudio.client import (
     WalletPolicy,
 )
 from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
-from tests.core.fake_studio import FakeStudio
-from tests.core.helpers import requirement
-from tests.core.test_client_edges import siwx_402
-from tests.core.test_paying_faults import Recorder
+from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import Recorder, requirement, siwx_402
 
 REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64

@@ -23,7 +23,7 @@ from prefect_dask import DaskTaskRunner
 from prefect_stablestudio.flows.chunked import ChunkedResult, edit_images_chunked
 from prefect_stablestudio.flows.edit import edit_images
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions
-from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, payments, png_bytes
 
 OPTIONS = EditOptions(resolution="0.5 MP")
 

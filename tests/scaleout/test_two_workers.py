@@ -17,20 +17,10 @@ import pytest
 
 from prefect_stablestudio.flows.models import EditItem
 from prefect_stablestudio.flows.shards import ShardedReport, edit_sharded
-from tests.deployments.test_end_to_end import (
-    BIN,
-    Processes,
-    _run_prefect,
-    _save_wallet,
-    on_server,
-    procs,
-    server,
-)
-from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
+from tests.helpers.ledger import EDIT_ROUTE, payments, png_bytes
+from tests.helpers.prefect_processes import BIN, Processes, run_prefect, save_wallet
 
 pytestmark = pytest.mark.slow
-
-__all__ = ["on_server", "procs", "server"]  # fixtures shared with the deployment tests
 
 CAP_MICRO_USD = 120_000  # 3 x (upload $0.01 + 0.5 MP edit $0.03)
 
@@ -61,15 +51,15 @@ async def test_two_workers_drain_one_sharded_job_within_one_budget(
 ) -> None:
     _, env = server
     sim = make_sim()
-    wallet, address = await _save_wallet(sim, max_usd_total="0.12")
+    wallet, address = await save_wallet(sim, max_usd_total="0.12")
     worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
-    _run_prefect(["work-pool", "create", "stablestudio", "--type", "process"], env)
+    run_prefect(["work-pool", "create", "stablestudio", "--type", "process"], env)
     for name in ("worker-a", "worker-b"):
         procs.start(
             name, [str(BIN / "prefect"), "worker", "start", "--pool", "stablestudio", "--limit", "1"],
             worker_env,
         )
-    _run_prefect(
+    run_prefect(
         ["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "edit-shard"],
         env | {"STABLESTUDIO_WALLET": wallet},
     )

@@ -2,7 +2,7 @@
 
 eth-account's generic `encode_typed_data` walks the type tree and ABI-encodes every field on each call; this
 struct's layout is fixed, so it is hashed here directly (typehash and six 32-byte words), and the domain
-separator is computed once per token domain. The digests equal eth-account's (tests/core/test_signer.py).
+separator is computed once per token domain. The digests equal eth-account's (tests/client/test_signer.py).
 
 Example:
     >>> from prefect_stablestudio.client.eip712 import domain_separator

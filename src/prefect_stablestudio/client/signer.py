@@ -3,7 +3,7 @@
 eth-account's `LocalAccount` re-parses its key and rebuilds the public key on every signature (eth-keys makes
 a new coincurve key each time); a client signs about five times per edit, so the key is parsed here once and
 each signature is one libsecp256k1 call. Signatures are RFC 6979 deterministic, so they are byte-identical to
-eth-account's (tests/core/test_signer.py checks it): r || s || v with v = 27 or 28.
+eth-account's (tests/client/test_signer.py checks it): r || s || v with v = 27 or 28.
 
 The key never leaves this object through repr, str, pickling or an exception message.
 

@@ -1,5 +1,0 @@
-"""The deployment tests reuse the Prefect layer's helpers (saved wallets against a simulator)."""
-
-from tests.prefect.conftest import make_wallet
-
-__all__ = ["make_wallet"]
