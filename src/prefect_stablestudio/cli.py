@@ -28,6 +28,7 @@ import typer
 from prefect_stablestudio.console import console, err_console, run
 
 if TYPE_CHECKING:
+    from prefect_stablestudio.flows.models import EditOptions
     from prefect_stablestudio.wallets import WalletReport
 
 app = typer.Typer(
@@ -47,9 +48,26 @@ app.add_typer(wallet_app, name="wallet")
 
 KEY_ENV = "STABLESTUDIO_PRIVATE_KEY"
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
-_ASPECT_RATIOS = ["1:1", "16:9", "9:16", "3:2", "2:3", "4:5", "5:4", "4:3", "3:4"]
-_RESOLUTIONS = ["0.5 MP", "1 MP", "2 MP"]
-_FORMATS = ["png", "jpg", "webp"]
+
+# The arguments of an edit, declared once for `edit` and `quote`. Their values are checked by `EditOptions`
+# (flows/models.py, which takes the Flux 2 Pro bounds from client/models.py), not here.
+ImagesArgument = Annotated[
+    list[str], typer.Argument(metavar="IMAGE...", help="Images to edit: local paths or fsspec URLs (s3://...).")
+]
+PromptOption = Annotated[str, typer.Option("--prompt", "-p", help="What to change.")]
+WalletOption = Annotated[
+    str, typer.Option("--wallet", "-w", envvar="STABLESTUDIO_WALLET", help="Name of a saved wallet block.")
+]
+AspectRatioOption = Annotated[
+    str, typer.Option(help="Output aspect ratio: 1:1, 16:9, 9:16, 3:2, 2:3, 4:5, 5:4, 4:3 or 3:4.")
+]
+ResolutionOption = Annotated[str, typer.Option(help="0.5 MP, 1 MP or 2 MP (larger costs more).")]
+FormatOption = Annotated[str, typer.Option("--format", help="png, jpg or webp.")]
+_FLAGS = {
+    "aspect_ratio": "--aspect-ratio", "resolution": "--resolution", "output_format": "--format",
+    "output_quality": "--quality", "safety_tolerance": "--safety", "seed": "--seed",
+    "prompt_upsampling": "--upsample",
+}
 
 
 def _dollars_option(value: str | None, option: str) -> Decimal | None:
@@ -66,10 +84,25 @@ def _dollars_option(value: str | None, option: str) -> Decimal | None:
     return amount
 
 
-def _choice(value: str, choices: list[str], option: str) -> str:
-    if value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
-    return value
+def _edit_options(images: list[str], prompt: str, **fields: Any) -> EditOptions:
+    """The options of an edit, checked with the files and the prompt before anything runs or is paid."""
+    from pydantic import ValidationError
+
+    from prefect_stablestudio.flows.models import EditOptions
+
+    for image in images:
+        if "://" not in image and not Path(image).is_file():
+            raise typer.BadParameter(f"{image}: no such file", param_hint="IMAGES")
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
+    try:
+        return EditOptions(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        raise typer.BadParameter(
+            f"{error.get('input')!r}: {error['msg']}", param_hint=_FLAGS.get(field, field)
+        ) from None
 
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
@@ -98,58 +131,29 @@ def demo(
 
 @app.command()
 def edit(
-    images: Annotated[
-        list[str],
-        typer.Argument(metavar="IMAGE...", help="Images to edit: local paths or fsspec URLs (s3://...)."),
-    ],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to change.")],
-    wallet: Annotated[
-        str,
-        typer.Option("--wallet", "-w", envvar="STABLESTUDIO_WALLET", help="Name of a saved wallet block."),
-    ] = "default",
+    images: ImagesArgument,
+    prompt: PromptOption,
+    wallet: WalletOption = "default",
     out: Annotated[
         str, typer.Option("--out", "-o", help="Folder for the results: a path or s3://...")
     ] = "out",
-    aspect_ratio: Annotated[str, typer.Option(help=f"One of {', '.join(_ASPECT_RATIOS)}.")] = "1:1",
-    resolution: Annotated[str, typer.Option(help="0.5 MP, 1 MP or 2 MP (larger costs more).")] = "1 MP",
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg or webp.")] = "png",
-    quality: Annotated[int, typer.Option(min=0, max=100, help="Compression quality (jpg, webp).")] = 80,
-    safety: Annotated[int, typer.Option(min=1, max=5, help="Safety tolerance: 1 strictest, 5 loosest.")] = 2,
+    aspect_ratio: AspectRatioOption = "1:1",
+    resolution: ResolutionOption = "1 MP",
+    output_format: FormatOption = "png",
+    quality: Annotated[int, typer.Option(help="Compression quality 0-100 (jpg, webp).")] = 80,
+    safety: Annotated[int, typer.Option(help="Safety tolerance: 1 strictest, 5 loosest.")] = 2,
     seed: Annotated[int | None, typer.Option(help="Fixed seed for reproducible output.")] = None,
     upsample: Annotated[bool, typer.Option("--upsample", help="Let the model rewrite the prompt.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Edits in flight at once.")] = 4,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's own log lines.")] = False,
 ) -> None:
     """Edit images with Flux 2 Pro, paid from a saved wallet; a rerun of the same edit pays nothing."""
-    _choice(aspect_ratio, _ASPECT_RATIOS, "--aspect-ratio")
-    _choice(resolution, _RESOLUTIONS, "--resolution")
-    _choice(output_format, _FORMATS, "--format")
-    for image in images:
-        if "://" not in image and not Path(image).is_file():
-            raise typer.BadParameter(f"{image}: no such file", param_hint="IMAGES")
-    if not prompt.strip():
-        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
-    raise typer.Exit(
-        run(
-            _edit(
-                images,
-                prompt,
-                wallet,
-                out,
-                verbose=verbose,
-                concurrency=concurrency,
-                options={
-                    "aspect_ratio": aspect_ratio,
-                    "resolution": resolution,
-                    "output_format": output_format,
-                    "output_quality": quality,
-                    "safety_tolerance": safety,
-                    "seed": seed,
-                    "prompt_upsampling": upsample,
-                },
-            )
-        )
+    options = _edit_options(
+        images, prompt, aspect_ratio=aspect_ratio, resolution=resolution, output_format=output_format,
+        output_quality=quality, safety_tolerance=safety, seed=seed, prompt_upsampling=upsample,
     )
+    edits = _edit(images, prompt, wallet, out, options, verbose=verbose, concurrency=concurrency)
+    raise typer.Exit(run(edits))
 
 
 async def _edit(
@@ -157,14 +161,13 @@ async def _edit(
     prompt: str,
     wallet: str,
     out: str,
+    options: EditOptions,
     *,
     verbose: bool,
     concurrency: int,
-    options: dict[str, Any],
 ) -> int:
     from prefect_stablestudio.console import quiet_prefect_console
     from prefect_stablestudio.editing import outcome_table, run_edits
-    from prefect_stablestudio.flows.models import EditOptions
     from prefect_stablestudio.quoting import quote_images
     from prefect_stablestudio.wallets import load_wallet_or_explain
 
@@ -172,11 +175,9 @@ async def _edit(
     block = await load_wallet_or_explain(wallet)
     console.print(f"Wallet {block.public_address} on {block.base_url}")
     # The flow checks again; checked here first, a batch that cannot finish is one clean error line.
-    _, report = await quote_images(wallet, images, prompt, EditOptions(**options))
+    _, report = await quote_images(wallet, images, prompt, options)
     report.raise_if_short()
-    edit_run = await run_edits(
-        wallet, images, prompt, out, EditOptions(**options), max_concurrency=concurrency
-    )
+    edit_run = await run_edits(wallet, images, prompt, out, options, max_concurrency=concurrency)
     console.print(outcome_table(edit_run.result))
     console.print(f"Spent ${edit_run.result.spent_usd} in flow run {edit_run.flow_run_id}.")
     failed = edit_run.result.failed
@@ -187,46 +188,33 @@ async def _edit(
 
 @app.command()
 def quote(
-    images: Annotated[
-        list[str],
-        typer.Argument(metavar="IMAGE...", help="Images to edit: local paths or fsspec URLs (s3://...)."),
-    ],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to change.")],
-    wallet: Annotated[
-        str,
-        typer.Option("--wallet", "-w", envvar="STABLESTUDIO_WALLET", help="Name of a saved wallet block."),
-    ] = "default",
-    aspect_ratio: Annotated[str, typer.Option(help=f"One of {', '.join(_ASPECT_RATIOS)}.")] = "1:1",
-    resolution: Annotated[str, typer.Option(help="0.5 MP, 1 MP or 2 MP (larger costs more).")] = "1 MP",
-    output_format: Annotated[str, typer.Option("--format", help="png, jpg or webp.")] = "png",
+    images: ImagesArgument,
+    prompt: PromptOption,
+    wallet: WalletOption = "default",
+    aspect_ratio: AspectRatioOption = "1:1",
+    resolution: ResolutionOption = "1 MP",
+    output_format: FormatOption = "png",
     intents: Annotated[
         str | None, typer.Option(help="Intent store of earlier runs (default: under PREFECT_HOME).")
     ] = None,
 ) -> None:
     """What editing these images would cost, line by line with each price's source, and whether the
     wallet's caps and balance can carry it. Nothing is paid. Exit 1 when a cap or the balance is short."""
-    _choice(aspect_ratio, _ASPECT_RATIOS, "--aspect-ratio")
-    _choice(resolution, _RESOLUTIONS, "--resolution")
-    _choice(output_format, _FORMATS, "--format")
-    for image in images:
-        if "://" not in image and not Path(image).is_file():
-            raise typer.BadParameter(f"{image}: no such file", param_hint="IMAGES")
-    if not prompt.strip():
-        raise typer.BadParameter("the prompt is empty", param_hint="--prompt")
-    options = {"aspect_ratio": aspect_ratio, "resolution": resolution, "output_format": output_format}
+    options = _edit_options(
+        images, prompt, aspect_ratio=aspect_ratio, resolution=resolution, output_format=output_format
+    )
     raise typer.Exit(run(_quote(images, prompt, wallet, options, intents)))
 
 
 async def _quote(
-    images: list[str], prompt: str, wallet: str, options: dict[str, Any], intents: str | None
+    images: list[str], prompt: str, wallet: str, options: EditOptions, intents: str | None
 ) -> int:
     from prefect_stablestudio.console import quiet_prefect_console
-    from prefect_stablestudio.flows.models import EditOptions
     from prefect_stablestudio.quoting import quote_images, quote_table
 
     quiet_prefect_console()
     batch_quote, report = await quote_images(
-        wallet, images, prompt, EditOptions(**options), intent_store_url=intents
+        wallet, images, prompt, options, intent_store_url=intents
     )
     console.print(quote_table(batch_quote))
     for line in report.lines():
