@@ -15,6 +15,7 @@ from x402.mechanisms.evm.types import ExactEIP3009Authorization
 from x402.mechanisms.evm.verify import verify_eoa_signature
 
 from prefect_stablestudio.client import (
+    EditRequest,
     NoHooks,
     Payment,
     PaymentOutcome,
@@ -156,3 +157,15 @@ class Recorder(NoHooks):
 
     async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
         self.outcomes.append(outcome)
+
+
+EDIT_REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
+"""A valid edit request for servers that never look at the image."""
+
+
+def fake_studio_client(
+    key: str, base_url: str, hooks: Recorder | None = None, **kw: Any
+) -> StableStudioClient:
+    """A client for a purpose-built server (`FakeStudio`): it re-sends a lost payment after 10 ms."""
+    kw.setdefault("resend_backoff", 0.01)
+    return StableStudioClient(key, base_url=base_url, hooks=hooks, **kw)

@@ -23,18 +23,12 @@ from prefect_stablestudio.client import (
     PolicyRefused,
     ProtocolError,
     Quote,
-    StableStudioClient,
     WalletPolicy,
 )
 from tests.client.fake_studio import FakeStudio, hang, redirect_to
+from tests.client.helpers import EDIT_REQUEST as REQUEST
 from tests.client.helpers import Recorder, assert_payment_verifies, requirement
-
-REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
-
-
-def client(key: str, base_url: str, hooks: Recorder | None = None, **kw: Any) -> StableStudioClient:
-    kw.setdefault("resend_backoff", 0.01)
-    return StableStudioClient(key, base_url=base_url, hooks=hooks, **kw)
+from tests.client.helpers import fake_studio_client as client
 
 
 def settle_then_hang(fake: FakeStudio) -> Callable[[Request, int], Any]:

@@ -10,17 +10,17 @@ import pytest
 from eth_account import Account
 
 from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.client import EditRequest, PaymentRejected, PolicyRefused, Quote, Requirement
+from prefect_stablestudio.client import PaymentRejected, PolicyRefused, Quote, Requirement
 from prefect_stablestudio.client.x402 import payment_required_from_json
 from prefect_stablestudio.flows import IntentStore
 from prefect_stablestudio.flows.intents import PaymentTerms
 from prefect_stablestudio.flows.tasks import submit_edit
 from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import EDIT_REQUEST as REQUEST
 from tests.client.helpers import PAY_TO, USDC, payment_required, requirement
 from tests.reliability.helpers import OTHER_PAY_TO, requote_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
 
 
 def wallet_for(base_url: str) -> StableStudioWallet:

@@ -22,25 +22,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from prefect_stablestudio.client import (
-    EditRequest,
     PaymentOutcomeUnknown,
     PaymentRejected,
     PolicyRefused,
     ProtocolError,
-    StableStudioClient,
     WalletPolicy,
 )
 from prefect_stablestudio.client.encoding import MAX_HEADER_CHARS, encode_b64_json
 from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import EDIT_REQUEST as REQUEST
 from tests.client.helpers import PAY_TO, Recorder, payment_required, requirement, siwx_402
+from tests.client.helpers import fake_studio_client as client
 from tests.reliability.helpers import OTHER_PAY_TO, requote_with
-
-REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
-
-
-def client(key: str, base_url: str, hooks: Recorder | None = None, **kw: Any) -> StableStudioClient:
-    kw.setdefault("resend_backoff", 0.01)
-    return StableStudioClient(key, base_url=base_url, hooks=hooks, **kw)
 
 
 async def test_a_payto_that_changes_after_a_persisted_payment_gets_no_new_signature(

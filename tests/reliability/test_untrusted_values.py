@@ -26,7 +26,6 @@ from prefect_stablestudio.client import (
     PaymentRejected,
     PolicyRefused,
     ProtocolError,
-    StableStudioClient,
     UntrustedChallenge,
     UntrustedServerValue,
     UpstreamError,
@@ -34,15 +33,13 @@ from prefect_stablestudio.client import (
 )
 from prefect_stablestudio.client.encoding import decode_b64_json, encode_b64_json
 from tests.client.fake_studio import FakeStudio
+from tests.client.helpers import EDIT_REQUEST as REQUEST
 from tests.client.helpers import Recorder, requirement, siwx_402
+from tests.client.helpers import fake_studio_client as client
 
-REQUEST = EditRequest(prompt="make it snow", images=["https://b.example/x.png"])
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
 
-def client(key: str, base_url: str, **kw: Any) -> StableStudioClient:
-    kw.setdefault("resend_backoff", 0.01)
-    return StableStudioClient(key, base_url=base_url, **kw)
 
 
 def siwx_headers_seen(fake: FakeStudio) -> int:
