@@ -38,7 +38,7 @@ from prefect_stablestudio.client._http import (
     tls_context,
 )
 from prefect_stablestudio.client.blob_api import probe_blob_api
-from prefect_stablestudio.client.catalog import GenerationBody
+from prefect_stablestudio.client.catalog import CATALOG, GenerationBody
 from prefect_stablestudio.client.downloads import (
     MAX_IMAGE_RESULT_BYTES,
     MAX_VIDEO_RESULT_BYTES,
@@ -298,9 +298,16 @@ class StableStudioClient:
     ) -> SubmittedJob:
         """Pay for and submit any `POST /api/generate/{model}/{operation}` job.
 
+        A body for a catalog route is checked against its typed request first (`catalog.py`): an invalid one
+        (e.g. Veo's input image in `images[]` rather than `image`) raises `InvalidRequest` before any quote.
+        A re-sent `payment` is not checked: it is sent with the body it was signed for.
+
         Raises:
             InvalidRequest, PolicyRefused, PaymentRejected, PaymentOutcomeUnknown: see `paid_post`.
         """
+        entry = CATALOG.get((model, operation))
+        if entry is not None and payment is None:
+            entry.build(body)
         path = f"/api/generate/{quote(model, safe='')}/{quote(operation, safe='')}"
         paid = await self.paid_post(path, body, payment=payment, idempotency_key=idempotency_key)
         data = paid.data if isinstance(paid.data, dict) else {}
