@@ -101,6 +101,7 @@ def block_rpc(timestamp: int, used: bool) -> Starlette:
     async def rpc(request: Request) -> Response:
         call = json.loads(await request.body())
         if call["method"] == "eth_getBlockByNumber":
+            assert call["params"] == ["safe", False]  # a block no reorganisation can undo
             result: Any = {"number": "0x10", "timestamp": hex(timestamp)}
         else:
             assert call["params"][1] == "0x10"  # the state is read at the block whose time judges it

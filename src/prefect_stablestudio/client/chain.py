@@ -28,15 +28,16 @@ from prefect_stablestudio.client.errors import RpcError
 
 __all__ = [
     "BALANCE_CACHE_SECONDS",
+    "VERDICT_BLOCK",
     "ChainState",
     "authorization_state",
     "authorization_state_calldata",
     "authorization_verdict",
     "balance_of",
     "balance_of_calldata",
+    "block_time",
     "decode_word",
     "judge_authorization",
-    "latest_block",
 ]
 
 ChainState = Literal["settled", "still_valid", "expired_unused", "unknown"]
@@ -59,6 +60,9 @@ _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _WORD = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _QUANTITY = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+VERDICT_BLOCK = "safe"
+"""The block an authorization's state is judged at: "safe" (on Base, derived from data posted to L1, about a
+minute behind the head), so a reorganisation cannot undo what the verdict saw."""
 _TIMEOUT = 10.0
 _ids = itertools.count(1)
 _balances: dict[tuple[str, str, str], tuple[float, int]] = {}
@@ -146,15 +150,19 @@ def _quantity(value: Any, what: str, rpc_url: str) -> int:
     return int(value, 16)
 
 
-async def latest_block(rpc_url: str, *, http: httpx.AsyncClient | None = None) -> tuple[int, int]:
-    """The chain's latest block: (number, timestamp in unix seconds), from `eth_getBlockByNumber`.
+async def block_time(
+    rpc_url: str, *, tag: str = "latest", http: httpx.AsyncClient | None = None
+) -> tuple[int, int]:
+    """The chain's block `tag` ("latest", "safe", ...): (number, timestamp in unix seconds), from
+    `eth_getBlockByNumber`.
 
     Raises:
-        RpcError: the node is unreachable, or its answer has no hex `number` and `timestamp`.
+        RpcError: the node is unreachable (or does not know the tag), or its answer has no hex `number` and
+            `timestamp`.
     """
-    block = await _rpc(rpc_url, "eth_getBlockByNumber", ["latest", False], http)
+    block = await _rpc(rpc_url, "eth_getBlockByNumber", [tag, False], http)
     if not isinstance(block, dict):
-        raise RpcError(f"RPC {rpc_url} answered the latest block with {str(block)[:80]!r}", rpc_url=rpc_url)
+        raise RpcError(f"RPC {rpc_url} answered the {tag} block with {str(block)[:80]!r}", rpc_url=rpc_url)
     return (
         _quantity(block.get("number"), "block number", rpc_url),
         _quantity(block.get("timestamp"), "block timestamp", rpc_url),
@@ -219,10 +227,12 @@ async def authorization_verdict(
 ) -> ChainState:
     """`judge_authorization` of a signed authorization, read from the chain itself.
 
-    The state is read at the latest block, and judged against that block's timestamp, not this machine's
-    clock: a fast local clock, or a node some blocks behind, can then never make an authorization that may
-    still settle look expired (a block at or past `validBefore` holds every transfer it could ever make).
-    Never "unknown": a node that does not answer raises.
+    The state is read at the chain's "safe" block (`VERDICT_BLOCK`) and judged against that block's timestamp,
+    not this machine's clock: a fast local clock, a node some blocks behind, or a reorganised unsafe head can
+    then never make an authorization that may still settle look expired (a block at or past `validBefore`
+    holds every transfer the authorization could ever make). The price: "expired" is seen a minute or so
+    after `validBefore` on Base. The node is trusted for this answer: use one you trust. Never "unknown": a
+    node that does not answer raises.
 
     Raises:
         ValueError: a malformed address or nonce (before any request).
@@ -235,7 +245,7 @@ async def authorization_verdict(
         ```
     """
     authorization_state_calldata(authorizer, nonce)  # checks both before any request
-    number, timestamp = await latest_block(rpc_url, http=http)
+    number, timestamp = await block_time(rpc_url, tag=VERDICT_BLOCK, http=http)
     used = await _authorization_used(rpc_url, token, authorizer, nonce, http, hex(number))
     return judge_authorization(used, valid_before, timestamp)
 
