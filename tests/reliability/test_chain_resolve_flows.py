@@ -13,10 +13,11 @@ import pytest
 from eth_account import Account
 
 from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.client import EditRequest, PaymentUnrecovered, StableStudioClient
+from prefect_stablestudio.client import EditRequest, PaymentOutcome, PaymentUnrecovered, StableStudioClient
 from prefect_stablestudio.client.keys import load_signer
 from prefect_stablestudio.client.x402 import sign_payment
 from prefect_stablestudio.flows import IntentStore, PaymentIntent
+from prefect_stablestudio.flows.receipts import Receipt, ReceiptBook
 from prefect_stablestudio.flows.tasks import submit_edit
 from prefect_stablestudio.simulator import FaultRule
 from tests.prefect.conftest import EDIT_ROUTE, payments, png_bytes
@@ -65,6 +66,10 @@ async def test_a_rerun_replaces_an_expired_unused_payment_once_and_records_it(
     store = IntentStore(str(tmp_path))
     before = await store.get(idempotency_key)
     assert before is not None and before.payment == old and before.chain_state is None
+    # ... and the receipts book has it as "unknown", as the run that lost it wrote it.
+    book = ReceiptBook.beside(store)
+    lost = PaymentOutcome(status="unknown", reason="no answer after 3 sends")
+    await book.append(Receipt.of(old, lost, wallet_block=None, inputs=[]))
 
     job = await submit_edit(wallet, request, idempotency_key, intent_store=store)
 
@@ -76,6 +81,12 @@ async def test_a_rerun_replaces_an_expired_unused_payment_once_and_records_it(
     assert after is not None and after.status == "submitted" and after.job_id == job.job_id
     assert (after.chain_state, after.chain_nonce) == ("expired_unused", old.nonce)
     assert after.payment == job.payment
+    # The books: the chain proved the old payment void, so it is no longer "unknown" (to reconcile).
+    outcomes = {r.nonce: (r.outcome, r.reason) for r in await book.read()}
+    assert outcomes == {
+        old.nonce: ("rejected", "authorization_expired_unused"),
+        job.payment.nonce: ("settled", None),
+    }
 
 
 async def test_a_settled_payment_whose_job_was_not_found_is_recorded_paid_and_never_paid_again(
