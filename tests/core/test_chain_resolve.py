@@ -223,6 +223,37 @@ async def test_lost_before_settlement_and_still_valid_is_re_sent_never_signed_an
     assert [(o.status, o.chain_state) for _, o in rerun.outcomes] == [("settled", "still_valid")]
 
 
+async def test_lost_before_settlement_then_expired_is_replaced_by_exactly_one_new_payment(
+    make_sim: Any,
+) -> None:
+    sim = make_sim()
+    account = Account.create()
+    key = "0x" + bytes(account.key).hex()
+    request = await uploaded_request(sim, key, "lost, then expired")
+    sim.set_faults([FaultRule(route="flux-edit", kind="reset_before_settlement", rate=1.0, on="paid")])
+    async with client(sim, key) as c:
+        with pytest.raises(PaymentOutcomeUnknown) as lost:
+            await c.submit_edit(request)
+    old = lost.value.payment
+    assert edit_payments(sim, account.address) == []
+
+    # The chain moves past the authorization's validBefore (the simulator's Base RPC stamps its blocks later:
+    # the passing of 300 s, without waiting for it). A rerun finds it unused and void: one new payment.
+    sim.set_faults([])
+    sim.advance_chain_clock(old.valid_before - time.time() + 1)
+    hooks = Recorder()
+    async with client(sim, key, hooks) as c:
+        job = await c.submit_edit(request, payment=old)
+        assert c.stats.payments_signed == 1
+    (new,) = hooks.signed
+    assert job.payment == new and new.nonce != old.nonce
+    assert [p["nonce"] for p in edit_payments(sim, account.address)] == [new.nonce.lower()]
+    assert [(n, o.status, o.chain_state) for n, o in hooks.outcomes] == [
+        (old.nonce, "rejected", "expired_unused"),
+        (new.nonce, "settled", None),
+    ]
+
+
 async def expired_payment(sim: Any, key: str, request: EditRequest) -> Payment:
     """A real signature for the edit's real quote, whose validity ended an hour ago: a payment persisted and
     then never delivered (the process died before sending it) and found by a rerun long after. Producing it by
