@@ -167,8 +167,8 @@ class StableStudioWallet(CredentialsBlock):
         default=None,
         title="Base RPC URL",
         description=(
-            "JSON-RPC node of Base, read (never written) for the wallet's USDC balance before a batch; "
-            "empty: the balance is not checked."
+            "JSON-RPC node of Base, read (never written) for the wallet's USDC balance before a batch, and "
+            "for whether a payment whose reply was lost moved money; empty: neither is asked."
         ),
     )
     max_usd_per_call: Decimal = _usd_field(
@@ -352,6 +352,7 @@ class StableStudioWallet(CredentialsBlock):
             blob_api_url=self.blob_api_url,
             **{
                 "tempo_rpc_url": self.tempo_rpc_url,
+                "base_rpc_url": self.base_rpc_url,
                 "max_image_result_bytes": self.max_image_result_bytes,
                 "max_video_result_bytes": self.max_video_result_bytes,
                 **client_kwargs,

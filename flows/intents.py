@@ -148,6 +148,14 @@ class PaymentIntent(BaseModel):
     job_id: str | None = None
     transaction: str | None = None
     reason: str | None = None
+    chain_state: str | None = Field(
+        default=None,
+        description=(
+            "What the token said when this edit's payment `chain_nonce` had an ambiguous outcome: settled, "
+            "still_valid, expired_unused (then replaced by a new signature) or unknown (not asked)."
+        ),
+    )
+    chain_nonce: str | None = Field(default=None, description="The payment nonce `chain_state` is about.")
     output_uri: str | None = None
     output_sha256: str | None = None
     pinned: PaymentTerms | None = Field(
@@ -371,6 +379,8 @@ class IntentHooks:
             update.update(status="unknown", reason=outcome.reason)
         elif outcome.settlement is not None and outcome.settlement.transaction:
             update["transaction"] = outcome.settlement.transaction
+        if outcome.chain_state is not None:
+            update.update(chain_state=outcome.chain_state, chain_nonce=payment.nonce, reason=outcome.reason)
         if outcome.status == "settled" and self.defer_settled:
             self.intent, self._unwritten = self.intent.model_copy(update=update), True
             return

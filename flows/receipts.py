@@ -12,7 +12,8 @@ receipt is its own object, `<book>/<YYYY-MM-DD>/<nonce>-<outcome>.json`, written
 a temporary file renamed into place): writers never touch each other's objects, whatever their number. A
 nonce is unique per payment, so a re-sent payment (the same nonce) that first came back "unknown" and then
 "settled" leaves two objects; the reader folds them into one line, the final outcome winning (settled over
-unknown over rejected). The day folder lets `--since` skip older days without reading them.
+unknown over rejected; a rejection the chain proved, `authorization_expired_unused`, over unknown too). The
+day folder lets `--since` skip older days without reading them.
 
 By default the book lives next to the payment records: `<intent store>/receipts`.
 
@@ -52,6 +53,7 @@ from prefect_stablestudio.blocks.events import (
 )
 from prefect_stablestudio.client.errors import BudgetExceeded, JobFailed, PolicyRefused
 from prefect_stablestudio.client.money import plain_dollars_from_atomic
+from prefect_stablestudio.client.paying import EXPIRED_UNUSED
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.flows.intents import IntentStore, default_intent_url
 from prefect_stablestudio.flows.storage import StorageOptions, local_path
@@ -206,9 +208,17 @@ class ReceiptBook:
             if since is not None and receipt.time.date() < since:
                 continue
             known = final.get(receipt.nonce.lower())
-            if known is None or _RANK[receipt.outcome] > _RANK[known.outcome]:
+            if known is None or _rank(receipt) > _rank(known):
                 final[receipt.nonce.lower()] = receipt
         return sorted(final.values(), key=lambda r: r.time)
+
+
+def _rank(receipt: Receipt) -> float:
+    """How final an outcome is. The token itself showing an authorization unused after its validBefore
+    (`authorization_expired_unused`) proves no money moved: that outranks an earlier "unknown"."""
+    if receipt.outcome == "rejected" and receipt.reason == EXPIRED_UNUSED:
+        return 1.5
+    return _RANK[receipt.outcome]
 
 
 def _day_of(path: str) -> date | None:

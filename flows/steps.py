@@ -315,7 +315,8 @@ async def submit_route(
             update={"status": "submitted", "job_id": job.job_id, "transaction": transaction or None}
         )
     )
-    paid_now = resend is None
+    # A re-sent payment the chain showed expired unused was replaced by a new signature: paid now.
+    paid_now = resend is None or (job.payment is not None and job.payment.nonce != resend.nonce)
     amount = job.payment.amount_usd if job.payment else 0
     logger.log(
         STEP_LOG_LEVEL.get(),

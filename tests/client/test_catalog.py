@@ -37,8 +37,8 @@ BODIES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("grok", "generate", {"prompt": "p", "aspect_ratio": "19.5:9"},
      {"prompt": "p", "aspect_ratio": "19.5:9"}),
     ("veo-3.1", "generate",
-     {"prompt": "p", "duration_seconds": "6", "aspect_ratio": "9:16", "last_frame": URL},
-     {"prompt": "p", "durationSeconds": "6", "aspectRatio": "9:16", "lastFrame": URL}),
+     {"prompt": "p", "duration_seconds": "6", "aspect_ratio": "9:16", "image": URL, "last_frame": URL},
+     {"prompt": "p", "durationSeconds": "6", "aspectRatio": "9:16", "image": URL, "lastFrame": URL}),
     ("seedance", "t2v", {"prompt": "p", "duration": "5", "output_resolution": "480p"},
      {"prompt": "p", "duration": "5", "outputResolution": "480p"}),
     ("seedance", "i2v", {"prompt": "p", "urls": [URL], "url_media_types": ["image"], "mode": "first"},
@@ -82,6 +82,15 @@ INVALID: list[tuple[str, str, dict[str, Any], str]] = [
     ("gpt-image-1.5", "generate", {"prompt": "p", "size": "999x999"}, "size"),
     ("grok", "edit", {"prompt": "p"}, "images"),
     ("veo-3.1", "generate", {"prompt": "p", "duration_seconds": "5"}, "durationSeconds"),
+    # Veo's input image is `image` (the first frame); `lastFrame` only with it; never another route's field.
+    ("veo-3.1", "generate", {"prompt": "p", "lastFrame": URL}, "lastFrame"),
+    ("veo-3.1", "generate", {"prompt": "p", "last_frame": URL}, "lastFrame"),
+    ("veo-3.1", "generate", {"prompt": "p", "images": [URL]}, "images"),
+    ("veo-3.1", "generate", {"prompt": "p", "urls": [URL]}, "urls"),
+    ("veo-3.1", "generate", {"prompt": "p", "image": [URL]}, "image"),
+    ("grok", "generate", {"prompt": "p", "images": [URL]}, "images"),
+    ("wan-2.6", "i2v", {"prompt": "p", "image": URL, "images": [URL]}, "images"),
+    ("seedance", "i2v", {"prompt": "p", "urls": [URL], "image": URL}, "image"),
     ("seedance", "t2v", {"prompt": "p", "outputResolution": "4k"}, "outputResolution"),
     ("seedance", "i2v", {"prompt": "p"}, "urls"),
     ("wan-2.6", "t2v", {"prompt": "p", "duration": 7}, "duration"),
@@ -133,3 +142,21 @@ def test_flux_2_pro_edit_goes_through_the_registry_as_edit_request() -> None:
 def test_unknown_route_names_the_known_ones() -> None:
     with pytest.raises(InvalidRequest, match="nano-banana-pro/generate"):
         catalog_entry("midjourney", "generate")
+
+
+def test_input_images_land_in_each_routes_own_field() -> None:
+    veo = catalog_entry("veo-3.1", "generate")
+    first, last = URL, URL.replace("a.png", "z.png")
+    assert veo.with_images({"prompt": "p"}, [first]) == {"prompt": "p", "image": first}
+    both = {"prompt": "p", "image": first, "lastFrame": last}
+    assert veo.with_images({"prompt": "p"}, [first, last]) == both
+    assert veo.build(veo.with_images({"prompt": "p"}, [first, last])).body() == {
+        "prompt": "p", "image": first, "lastFrame": last
+    }
+    with pytest.raises(InvalidRequest, match="first and last frame"):
+        veo.with_images({"prompt": "p"}, [first, last, URL])
+    seedance = catalog_entry("seedance", "i2v")
+    assert seedance.with_images({"prompt": "p"}, [first, last])["urls"] == [first, last]
+    assert catalog_entry("grok", "edit").with_images({"prompt": "p"}, [first])["images"] == [first]
+    with pytest.raises(InvalidRequest, match="one"):
+        catalog_entry("wan-2.6", "i2v").with_images({"prompt": "p"}, [first, last])

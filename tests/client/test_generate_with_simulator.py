@@ -122,3 +122,31 @@ async def test_a_lost_video_reply_is_paid_once_and_a_failed_job_is_reported(
         with pytest.raises(JobFailed):
             await c.wait_for_job(failing.job_id, expected_seconds=0.3)
     assert ledger_for(flaky, fresh_account.address) == [("sora-2/generate", 400_000)] * 2
+
+
+@pytest.mark.parametrize("order", ["before_quote", "after_payment"])
+async def test_veo_from_input_images_sends_the_first_frame_in_image_and_the_last_in_last_frame(
+    make_sim: Any, key: str, fresh_account: LocalAccount, order: str
+) -> None:
+    from tests.client.helpers import image_bytes
+
+    sim = make_sim(validation_order=order, video_latency_seconds=0.3)
+    async with client(sim, key, policy=WalletPolicy(max_amount_per_call=2_000_000)) as c:
+        first, last = await c.upload(image_bytes()), await c.upload(image_bytes(color="navy"))
+        entry = catalog_entry("veo-3.1", "generate")
+        params = entry.with_images({"prompt": "dusk", "durationSeconds": "4"}, [first, last])
+        body = entry.build(params).body()
+        job = await c.submit_generation("veo-3.1", "generate", body)
+        result = await c.wait_for_job(job.job_id, expected_seconds=0.3)
+        (seen,) = [j for j in await c.list_jobs() if j.job_id == job.job_id]
+        # Wrong shapes never leave the client: another route's image field, a last frame without a first.
+        before = c.stats.snapshot()
+        for wrong in ({"prompt": "dusk", "images": [first]}, {"prompt": "dusk", "lastFrame": last}):
+            with pytest.raises(InvalidRequest):
+                await c.submit_generation("veo-3.1", "generate", wrong)
+        assert c.stats.snapshot() == before
+    assert result.video_url is not None
+    assert seen.input == {"prompt": "dusk", "durationSeconds": "4", "image": first, "lastFrame": last}
+    assert ledger_for(sim, fresh_account.address) == [
+        ("upload", 10_000), ("upload", 10_000), ("veo-3.1/generate", 1_600_000)
+    ]

@@ -130,6 +130,25 @@ async def test_video_job_has_a_gif_and_a_png_thumbnail(
     assert payments == [("upload", 10_000), ("seedance/i2v", 330_000)]
 
 
+async def test_veo_takes_its_input_image_in_image_and_a_last_frame_only_with_it(
+    http: httpx.AsyncClient, sim: Simulator
+) -> None:
+    blob_url = await upload_image(http, Account.create(), sim.blob_api_url)
+    # (body, the zod issues expected: code and path)
+    wrong: list[tuple[dict[str, Any], list[tuple[str, list[Any]]]]] = [
+        ({"prompt": "p", "lastFrame": blob_url}, [("custom", ["lastFrame"])]),
+        ({"prompt": "p", "images": [blob_url]}, [("unrecognized_keys", [])]),
+        ({"prompt": "p", "urls": [blob_url]}, [("unrecognized_keys", [])]),
+        ({"prompt": "p", "image": [blob_url]}, [("invalid_type", ["image"])]),
+    ]
+    for body, issues in wrong:
+        response = await http.post("/api/generate/veo-3.1/generate", json=body)
+        assert response.status_code == 400, body
+        assert [(i["code"], i["path"]) for i in response.json()["issues"]] == issues
+    right = {"prompt": "p", "durationSeconds": "4", "image": blob_url, "lastFrame": blob_url}
+    assert quoted_amount(await http.post("/api/generate/veo-3.1/generate", json=right)) == 1_600_000
+
+
 def test_video_latency_on_the_command_line() -> None:
     from prefect_stablestudio.simulator.cli import build_parser, settings_from_args
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from prefect_stablestudio.client.errors import InvalidRequest
 from prefect_stablestudio.client.models import (
@@ -68,6 +68,10 @@ __all__ = [
 ]
 
 MediaKind = Literal["image", "video"]
+IMAGE_MODE_FIELDS = ("images", "urls", "image", "lastFrame", "last_frame", "image_url", "image_urls")
+"""Names that carry input images on one route or another (`images[]`, `urls[]`, `image`, `lastFrame`). A
+request may use only its own route's: elsewhere a lenient schema would drop the image silently (a paid
+text-to-video instead of image-to-video) and a strict one would refuse the body."""
 
 
 GenerationBody = Union["GenerationRequest", EditRequest]
@@ -95,9 +99,18 @@ class GenerationRequest(BaseModel):
 
     def __init__(self, **data: Any) -> None:
         # Validate under the wire names, so an error names the field as the API (and its docs) spell it.
-        for name, info in type(self).model_fields.items():
+        fields = type(self).model_fields
+        for name, info in fields.items():
             if info.alias and name in data and info.alias not in data:
                 data[info.alias] = data.pop(name)
+        own = {info.alias or name for name, info in fields.items()}
+        stray = next((k for k in data if k in IMAGE_MODE_FIELDS and k not in own), None)
+        if stray is not None:
+            takes = [f for f in IMAGE_MODE_FIELDS if f in own]
+            where = f"its input images go in {' / '.join(takes)}" if takes else "it takes no input images"
+            raise InvalidRequest(
+                f"{self.MODEL}/{self.OPERATION} takes no {stray!r} field: {where}", field=stray
+            )
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -238,8 +251,9 @@ class GrokEdit(GrokGenerate):
 
 
 class Veo31Generate(GenerationRequest):
-    """Veo 3.1 (``veo-3.1/generate``): ``durationSeconds`` "4"/"6"/"8", ``aspectRatio``; ``image`` and
-    ``lastFrame`` (blob URLs) interpolate between two frames."""
+    """Veo 3.1 (``veo-3.1/generate``): ``durationSeconds`` "4"/"6"/"8", ``aspectRatio``. An input image is a
+    blob URL in ``image`` (the first frame: image-to-video); ``lastFrame`` (the last frame: interpolation)
+    only together with ``image``. Never ``images[]`` or ``urls[]``."""
 
     MODEL = "veo-3.1"
     OPERATION = "generate"
@@ -249,6 +263,13 @@ class Veo31Generate(GenerationRequest):
     aspect_ratio: str | None = Field(default=None, alias="aspectRatio")
     image: ImageUrl | None = None
     last_frame: ImageUrl | None = Field(default=None, alias="lastFrame")
+
+    @field_validator("last_frame")
+    @classmethod
+    def _last_frame_needs_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("image") is None:
+            raise ValueError("lastFrame (the last frame) is sent only together with image (the first frame)")
+        return value
 
 
 class SeedanceT2V(GenerationRequest):
@@ -327,20 +348,28 @@ class CatalogEntry:
     max_wait_seconds: float
     image_field: str | None = None
 
+    last_frame_field: str | None = None
+
     def with_images(self, params: Mapping[str, Any], urls: Sequence[str]) -> dict[str, Any]:
-        """``params`` with uploaded image URLs in this route's image field (a list, or one URL).
+        """``params`` with uploaded image URLs in this route's image field (a list, or one URL; for Veo, the
+        first frame in ``image`` and an optional second, the last frame, in ``lastFrame``).
 
         Example:
             >>> catalog_entry("wan-2.6", "i2v").with_images({"prompt": "p"}, ["https://b/x.png"])
             {'prompt': 'p', 'image': 'https://b/x.png'}
+            >>> catalog_entry("veo-3.1", "generate").with_images({"prompt": "p"}, ["https://b/a", "https://b/z"])
+            {'prompt': 'p', 'image': 'https://b/a', 'lastFrame': 'https://b/z'}
         """
         if not urls:
             return dict(params)
         if self.image_field is None:
             raise InvalidRequest(f"{self.model}/{self.operation} takes no input images", field="images")
         if self.image_field in SINGLE_IMAGE_FIELDS:
+            if self.last_frame_field is not None and len(urls) == 2:
+                return {**params, self.image_field: urls[0], self.last_frame_field: urls[1]}
             if len(urls) != 1:
-                raise InvalidRequest(f"{self.model}/{self.operation} takes one input image", field="images")
+                most = "one input image, or two (first and last frame)" if self.last_frame_field else "one"
+                raise InvalidRequest(f"{self.model}/{self.operation} takes {most}", field="images")
             return {**params, self.image_field: urls[0]}
         return {**params, self.image_field: list(urls)}
 
@@ -355,7 +384,8 @@ SINGLE_IMAGE_FIELDS = ("image",)
 def _entry(cls: type[GenerationRequest], expected: float, max_wait: float) -> CatalogEntry:
     fields = cls.model_fields
     image_field = next((f for f in ("images", "urls", "image") if f in fields), None)
-    return CatalogEntry(cls.MODEL, cls.OPERATION, cls, cls.MEDIA, expected, max_wait, image_field)
+    last_frame = fields["last_frame"].alias if "last_frame" in fields else None
+    return CatalogEntry(cls.MODEL, cls.OPERATION, cls, cls.MEDIA, expected, max_wait, image_field, last_frame)
 
 
 CATALOG: Mapping[tuple[str, str], CatalogEntry] = {

@@ -26,6 +26,7 @@ __all__ = [
     "JobTimeout",
     "PaymentOutcomeUnknown",
     "PaymentRejected",
+    "PaymentUnrecovered",
     "PolicyRefused",
     "PreflightRefused",
     "ProtocolError",
@@ -123,6 +124,15 @@ class PaymentOutcomeUnknown(StableStudioError):
     def __init__(self, message: str, *, payment: Payment) -> None:
         super().__init__(message)
         self.payment = payment
+
+
+class PaymentUnrecovered(PaymentOutcomeUnknown):
+    """The money moved (the token shows the authorization used) but what it bought was not found.
+
+    Never pay again for this call: re-sending `payment` (a rerun does) looks for the job again, and the
+    payment's nonce identifies it to the server's operator. A subclass of `PaymentOutcomeUnknown`, so code
+    that records and re-sends an unknown payment handles it unchanged.
+    """
 
 
 class AuthenticationFailed(StableStudioError):

@@ -1,12 +1,18 @@
 """The paid POST: quote, check, hook, sign, send; re-send the same header on ambiguity; resume a lost reply.
 
 One logical call gets at most one signature. Every path past signing ends in `hooks.after_outcome`.
+
+With a Base RPC URL, an ambiguous outcome is settled by the token itself (`chain.authorization_verdict`):
+a re-sent payment whose authorization is already used is not sent again (its job is looked for); one that is
+unused after its `validBefore` is recorded as rejected and the call signs anew (the only case where a
+re-sent call signs: the old authorization can never move money); one still valid is re-sent as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -14,21 +20,24 @@ from typing import Any, NoReturn
 import httpx
 
 from prefect_stablestudio.client._http import error_code, excerpt, raise_for_status, retry_after_seconds
+from prefect_stablestudio.client.chain import ChainState, authorization_verdict
 from prefect_stablestudio.client.encoding import canonical_json, decode_b64_json
 from prefect_stablestudio.client.errors import (
     InvalidRequest,
     PaymentOutcomeUnknown,
     PaymentRejected,
+    PaymentUnrecovered,
     PolicyRefused,
     ProtocolError,
     RateLimited,
+    RpcError,
     StableStudioError,
     UpstreamError,
 )
 from prefect_stablestudio.client.mpp import check_rpc, choose_quote, sign_charge, unsigned_payment
 from prefect_stablestudio.client.mpp_challenge import decode_receipt
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome, Settlement
-from prefect_stablestudio.client.policy import WalletPolicy
+from prefect_stablestudio.client.policy import BASE_MAINNET, WalletPolicy
 from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.session import Session
 from prefect_stablestudio.client.x402 import Quote, decode_settlement, payment_identifier_for, sign_payment
@@ -46,6 +55,9 @@ __all__ = [
 FindExisting = Callable[[Payment, Any], Awaitable[dict[str, Any] | None]]
 _AMBIGUOUS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _FIND_ATTEMPTS = 3
+EXPIRED_UNUSED = "authorization_expired_unused"
+"""The reason recorded for an authorization the chain shows unused after its `validBefore`: no money moved."""
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,10 @@ class PaymentFlow:
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
         tempo_rpc_url: str | None = None,
+        base_rpc_url: str | None = None,
     ) -> None:
         self.tempo_rpc_url = tempo_rpc_url
+        self.base_rpc_url = base_rpc_url
         self.session = session
         self.policy = policy
         self.hooks = hooks
@@ -97,13 +111,29 @@ class PaymentFlow:
                 `implausible_price` for a quote far above the route's published price.
             PaymentRejected: the server refused the payment (no money moved).
             PaymentOutcomeUnknown: money may have moved; carries the payment.
+            PaymentUnrecovered: the chain shows the money moved, but what it bought was not found.
         """
         url = self.session.url(path)
         content = canonical_json(body)
         body_sha256 = hashlib.sha256(content).hexdigest()
         if payment is not None:
             self._check_reusable(payment, url, body_sha256)
-            return await self._send_signed(kind, url, content, body, payment, resend=True, find=find_existing)
+            chain = await self._chain_state(payment)
+            if chain == "settled":
+                # The money moved: sending it again cannot buy more. Find what it bought.
+                why = "authorization already used on chain"
+                return await self._resume(payment, body, find_existing, why, chain=chain)
+            if chain != "expired_unused":
+                return await self._send_signed(
+                    kind, url, content, body, payment, resend=True, find=find_existing, chain=chain
+                )
+            # Void for ever: it moved no money and never will. Say so, then pay for the call anew.
+            outcome = PaymentOutcome(status="rejected", reason=EXPIRED_UNUSED, chain_state=chain)
+            await self.hooks.after_outcome(payment, outcome)
+            logger.warning(
+                "payment %s expired unused (read on chain): signing a new one for the same call",
+                payment.nonce,
+            )
 
         response = await self._unpaid(kind, url, content)
         if response.is_success:
@@ -180,6 +210,7 @@ class PaymentFlow:
         *,
         resend: bool,
         find: FindExisting | None,
+        chain: ChainState | None = None,
     ) -> PaidResponse:
         headers = payment.request_headers
         last_problem = "no reply"
@@ -196,7 +227,7 @@ class PaymentFlow:
                 # A redirect after the signed header reached the server: it may have taken the money.
                 await self._unknown(payment, str(exc))
             if response.is_success:
-                return await self._settled(payment, response, body, find)
+                return await self._settled(payment, response, body, find, chain)
             if response.status_code >= 500 or response.status_code == 429:
                 last_problem = f"HTTP {response.status_code}"
                 delay = retry_after_seconds(response)
@@ -207,19 +238,33 @@ class PaymentFlow:
                 # A schema refusal of the first delivery: the router and the simulator validate before
                 # verify and settle, so nothing moved. (On a re-send an earlier delivery may have settled.)
                 await self.hooks.after_outcome(
-                    payment, PaymentOutcome(status="rejected", reason="invalid_request")
+                    payment, PaymentOutcome(status="rejected", reason="invalid_request", chain_state=chain)
                 )
                 raise invalid_request_from(response, signed=True)
             reason = _refusal_reason(response)
             if is_resend or is_replay_code(reason):
                 # The money may have moved on an earlier send whose reply we lost: find what it bought.
-                return await self._resume(payment, body, find, f"re-sent payment answered {reason!r}")
-            await self.hooks.after_outcome(payment, PaymentOutcome(status="rejected", reason=reason))
+                why = f"re-sent payment answered {reason!r}"
+                return await self._resume(payment, body, find, why, chain=chain)
+            await self.hooks.after_outcome(
+                payment, PaymentOutcome(status="rejected", reason=reason, chain_state=chain)
+            )
             raise PaymentRejected(f"payment refused: {reason}", reason=reason, payment=payment)
-        await self._unknown(payment, f"no answer after {1 + self.resend_attempts} sends ({last_problem})")
+        why = f"no answer after {1 + self.resend_attempts} sends ({last_problem})"
+        if self._asks_chain(payment):
+            chain = await self._chain_state(payment)
+            if chain == "settled":
+                return await self._resume(payment, body, find, why, chain=chain)
+            await self._unknown(payment, why, chain=chain, read=False)
+        await self._unknown(payment, why, chain=chain)
 
     async def _settled(
-        self, payment: Payment, response: httpx.Response, body: Any, find: FindExisting | None
+        self,
+        payment: Payment,
+        response: httpx.Response,
+        body: Any,
+        find: FindExisting | None,
+        chain: ChainState | None = None,
     ) -> PaidResponse:
         settlement: Settlement | None = None
         header = response.headers.get("payment-receipt" if payment.method == "mpp" else "payment-response")
@@ -234,9 +279,9 @@ class PaymentFlow:
             data = response.json()
         except ValueError:
             # A 2xx means the money moved: look for what it bought rather than leave the outcome unknown.
-            return await self._resume(payment, body, find, "paid reply is not JSON", settlement)
+            return await self._resume(payment, body, find, "paid reply is not JSON", settlement, chain=chain)
         await self.hooks.after_outcome(
-            payment, PaymentOutcome(status="settled", settlement=settlement, response=data)
+            payment, PaymentOutcome(status="settled", settlement=settlement, response=data, chain_state=chain)
         )
         return PaidResponse(data=data, payment=payment, settlement=settlement)
 
@@ -247,13 +292,16 @@ class PaymentFlow:
         find: FindExisting | None,
         reason: str,
         settlement: Settlement | None = None,
+        *,
+        chain: ChainState | None = None,
     ) -> PaidResponse:
         found = await self._find(payment, body, find) if find is not None else None
         if found is None:
-            await self._unknown(payment, f"{reason}; no unique result found")
-        await self.hooks.after_outcome(
-            payment, PaymentOutcome(status="settled", reason=reason, settlement=settlement, response=found)
+            await self._unknown(payment, f"{reason}; no unique result found", chain=chain)
+        outcome = PaymentOutcome(
+            status="settled", reason=reason, settlement=settlement, response=found, chain_state=chain
         )
+        await self.hooks.after_outcome(payment, outcome)
         return PaidResponse(data=found, payment=payment, settlement=settlement, resumed=True)
 
     async def _find(self, payment: Payment, body: Any, find: FindExisting) -> dict[str, Any] | None:
@@ -277,8 +325,51 @@ class PaymentFlow:
             )
         return None
 
-    async def _unknown(self, payment: Payment, why: str) -> NoReturn:
-        await self.hooks.after_outcome(payment, PaymentOutcome(status="unknown", reason=why))
+    def _asks_chain(self, payment: Payment) -> bool:
+        """Whether the chain can settle `payment`'s outcome: an x402 payment on Base, with a Base RPC URL."""
+        return self.base_rpc_url is not None and payment.method == "x402" and payment.network == BASE_MAINNET
+
+    async def _chain_state(self, payment: Payment) -> ChainState:
+        """What the token says about `payment`'s authorization ("unknown" when it cannot be asked)."""
+        if not self._asks_chain(payment) or self.base_rpc_url is None:
+            return "unknown"
+        try:
+            return await authorization_verdict(
+                self.base_rpc_url, payment.asset, payment.payer, payment.nonce, payment.valid_before
+            )
+        except (RpcError, ValueError) as exc:
+            logger.warning("payment %s: the chain was not read (%s)", payment.nonce, exc)
+            return "unknown"
+
+    async def _unknown(
+        self, payment: Payment, why: str, *, chain: ChainState | None = None, read: bool = True
+    ) -> NoReturn:
+        """The end of every ambiguous path without a result. With a Base RPC, the token decides what it was:
+        used (settled, unrecovered), unused after `validBefore` (rejected: no money moved) or still open.
+        `chain` is a state read earlier; it is read again (unless `read` is False) when not "settled"."""
+        if read and chain != "settled" and self._asks_chain(payment):
+            chain = await self._chain_state(payment)  # read now: a still-valid one may have settled since
+        if chain == "settled":
+            why = f"{why}; the chain shows the authorization used: the money moved"
+            await self.hooks.after_outcome(
+                payment, PaymentOutcome(status="settled", reason=why, chain_state=chain)
+            )
+            raise PaymentUnrecovered(
+                f"payment {payment.nonce} to {payment.resource_url} settled, but what it bought was not "
+                f"found ({why}); never pay again: re-send it with payment= to look again",
+                payment=payment,
+            )
+        if chain == "expired_unused":
+            outcome = PaymentOutcome(status="rejected", reason=EXPIRED_UNUSED, chain_state=chain)
+            await self.hooks.after_outcome(payment, outcome)
+            raise PaymentRejected(
+                f"payment {payment.nonce} expired unused (read on chain; {why}): no money moved",
+                reason=EXPIRED_UNUSED,
+                payment=payment,
+            )
+        await self.hooks.after_outcome(
+            payment, PaymentOutcome(status="unknown", reason=why, chain_state=chain)
+        )
         raise PaymentOutcomeUnknown(
             f"payment {payment.nonce} to {payment.resource_url}: outcome unknown ({why}); "
             "re-send it with payment= or reconcile by its nonce",

@@ -76,7 +76,9 @@ class PaymentOutcome(BaseModel):
     """What happened to a payment that was sent.
 
     `status` is "settled" (money moved; `settlement` is set unless the reply was lost and we resumed),
-    "rejected" (no money moved; `reason`) or "unknown" (reconcile with the payment's nonce).
+    "rejected" (no money moved; `reason`) or "unknown" (reconcile with the payment's nonce). `chain_state`
+    is what the token said about the authorization when its outcome was ambiguous (`chain.ChainState`:
+    "settled", "still_valid", "expired_unused", "unknown"); None when the chain was not needed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,6 +87,7 @@ class PaymentOutcome(BaseModel):
     settlement: Settlement | None = None
     reason: str | None = None
     response: Any = None
+    chain_state: Literal["settled", "still_valid", "expired_unused", "unknown"] | None = None
 
 
 @runtime_checkable

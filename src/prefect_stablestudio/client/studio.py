@@ -38,7 +38,7 @@ from prefect_stablestudio.client._http import (
     tls_context,
 )
 from prefect_stablestudio.client.blob_api import probe_blob_api
-from prefect_stablestudio.client.catalog import GenerationBody
+from prefect_stablestudio.client.catalog import CATALOG, GenerationBody
 from prefect_stablestudio.client.downloads import (
     MAX_IMAGE_RESULT_BYTES,
     MAX_VIDEO_RESULT_BYTES,
@@ -117,6 +117,10 @@ class StableStudioClient:
         resend_backoff: seconds before the first re-send (grows linearly).
         tempo_rpc_url: Tempo RPC asked before signing an MPP charge (`policy.payment_method` "mpp" or
             "auto"); default `$STABLESTUDIO_TEMPO_RPC_URL` or https://rpc.tempo.xyz.
+        base_rpc_url: Base JSON-RPC node asked (read only) when a payment's outcome is ambiguous: its
+            EIP-3009 `authorizationState` says whether the money moved, and an authorization unused after
+            its `validBefore` is replaced by a new one. Default `$STABLESTUDIO_BASE_RPC_URL`; without
+            one, a lost reply is resolved from the server alone (the job list).
         max_image_result_bytes: downloads of image results stop with `ResultTooLarge` past this (64 MiB).
         max_video_result_bytes: the same for video results (2 GiB).
     """
@@ -136,6 +140,7 @@ class StableStudioClient:
         resend_attempts: int = 2,
         resend_backoff: float = 0.5,
         tempo_rpc_url: str | None = None,
+        base_rpc_url: str | None = None,
         max_image_result_bytes: int = MAX_IMAGE_RESULT_BYTES,
         max_video_result_bytes: int = MAX_VIDEO_RESULT_BYTES,
     ) -> None:
@@ -171,6 +176,9 @@ class StableStudioClient:
             resend_attempts=resend_attempts,
             resend_backoff=resend_backoff,
             tempo_rpc_url=tempo_rpc_url,
+            base_rpc_url=_optional_url(
+                base_rpc_url or os.environ.get("STABLESTUDIO_BASE_RPC_URL"), "base_rpc_url"
+            ),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -290,9 +298,16 @@ class StableStudioClient:
     ) -> SubmittedJob:
         """Pay for and submit any `POST /api/generate/{model}/{operation}` job.
 
+        A body for a catalog route is checked against its typed request first (`catalog.py`): an invalid one
+        (e.g. Veo's input image in `images[]` rather than `image`) raises `InvalidRequest` before any quote.
+        A re-sent `payment` is not checked: it is sent with the body it was signed for.
+
         Raises:
             InvalidRequest, PolicyRefused, PaymentRejected, PaymentOutcomeUnknown: see `paid_post`.
         """
+        entry = CATALOG.get((model, operation))
+        if entry is not None and payment is None:
+            entry.build(body)
         path = f"/api/generate/{quote(model, safe='')}/{quote(operation, safe='')}"
         paid = await self.paid_post(path, body, payment=payment, idempotency_key=idempotency_key)
         data = paid.data if isinstance(paid.data, dict) else {}
@@ -566,8 +581,12 @@ class StableStudioClient:
         )
         await self._check_blob_api()
         return await upload_opened(
-            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
-            ticket=ticket, on_ticket=on_ticket,
+            flow,
+            opened,
+            blob_api_url=self.blob_api_url,
+            idempotency_key=idempotency_key,
+            ticket=ticket,
+            on_ticket=on_ticket,
         )
 
     async def _check_blob_api(self) -> None:
@@ -622,6 +641,11 @@ class StableStudioClient:
         """
         async with self.stream_download(url, media=media, max_bytes=max_bytes) as result:
             return b"".join([chunk async for chunk in result.chunks()])
+
+
+def _optional_url(url: str | None, what: str) -> str | None:
+    """`url` checked like every other (https, or http on loopback); None when empty."""
+    return check_url(url, what) if url else None
 
 
 def _is_safe_url(value: object) -> bool:

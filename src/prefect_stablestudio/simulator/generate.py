@@ -77,6 +77,8 @@ class ModelSpec:
     image_fields: tuple[str, ...] = ()  # fields holding one uploaded URL
     required_images: tuple[str, ...] = ()
     shape_field: str | None = None  # the field giving the output's shape (aspect ratio or size)
+    needs: Mapping[str, str] = field(default_factory=dict)  # field -> the field it is only sent with
+    unrecognized: tuple[str, ...] = ()  # image fields of other routes, refused as a strict zod object would
 
 
 _FLUX = {
@@ -118,11 +120,16 @@ SPECS: dict[str, ModelSpec] = {
     "gpt-image-1.5/edit": ModelSpec(checks=_GPT, image_list="images", max_images=16, shape_field="size"),
     "grok/generate": ModelSpec(checks={"aspect_ratio": is_str}, shape_field="aspect_ratio"),
     "grok/edit": ModelSpec(checks={"aspect_ratio": is_str}, image_list="images", shape_field="aspect_ratio"),
+    # The first frame in `image`, the last in `lastFrame` (only with `image`): the research note's reading.
+    # Whether StableStudio's schema strips or refuses `images[]` / `urls[]` is not known; refusing them here
+    # makes a client that sent them (and would pay for a video without its image) fail loudly in tests.
     "veo-3.1/generate": ModelSpec(
         media="video",
         checks={"durationSeconds": one_of("4", "6", "8"), "aspectRatio": one_of("16:9", "9:16")},
         image_fields=("image", "lastFrame"),
         shape_field="aspectRatio",
+        needs={"lastFrame": "image"},
+        unrecognized=("images", "urls"),
     ),
     "seedance/t2v": ModelSpec(media="video", checks=_SEEDANCE, shape_field="aspectRatio"),
     "seedance/i2v": ModelSpec(
@@ -168,8 +175,19 @@ def validate_generate(
         url = full.get(name)
         if url is None and name not in spec.required_images:
             continue
-        if not isinstance(url, str) or blob_pathname(url) is None:
+        if not isinstance(url, str):
+            issues.append({"code": "invalid_type", "path": [name], "message": "Expected string"})
+        elif blob_pathname(url) is None:
             issues.append({"path": [name], "message": uploaded})
+    for name, other in spec.needs.items():
+        if full.get(name) is not None and full.get(other) is None:
+            issues.append({"path": [name], "message": f"{name} requires {other}"})
+    stray = [name for name in spec.unrecognized if name in full]
+    if stray:
+        keys = ", ".join(f"'{name}'" for name in stray)
+        issues.append(
+            {"code": "unrecognized_keys", "path": [], "message": f"Unrecognized key(s) in object: {keys}"}
+        )
     return full, issues
 
 

@@ -69,6 +69,12 @@ class Simulator:
         """Forget jobs, uploads, blobs, payments and counters; restore the settings' balances and faults."""
         self._state.reset()
 
+    def advance_chain_clock(self, seconds: float) -> None:
+        """Stamp the Base RPC's blocks ``seconds`` later (cumulative; ``reset`` clears it): time passing on
+        the chain, as a client judging whether an authorization expired sees it, without waiting for it.
+        Payments are still verified by the wall clock."""
+        self._state.chain_clock_offset += seconds
+
 
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without signal handling: an embedding program or test runner owns the signals."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
@@ -47,8 +48,13 @@ class SimulatorState:
             domain_with_port=s.siwx_domain_with_port,
         )
         self.faults = FaultPlan(s.faults, seed=s.seed)
+        self.chain_clock_offset = 0.0
         with self._lock:
             self._pid_cache: dict[str, tuple[str, Response]] = {}
+
+    def chain_time(self) -> int:
+        """The Base RPC's block time: now, plus what `Simulator.advance_chain_clock` added."""
+        return int(time.time() + self.chain_clock_offset)
 
     def set_faults(self, rules: Sequence[FaultRule], seed: int | None = None) -> None:
         """Replace the fault plan; counters and streams start over."""

@@ -1,7 +1,10 @@
 """Stand-in JSON-RPC endpoints: Tempo (``POST /_sim/tempo-rpc``) and Base (``POST /_sim/rpc/base``).
 
 Both answer ``eth_call`` to ``balanceOf(address)`` and ``authorizationState(address,bytes32)`` (EIP-3009)
-from the ledger of their network, whatever the token address: a client's pre-flight reads a real balance here.
+from the ledger of their network, whatever the token address (and whatever block is named: the ledger is
+always current): a client's pre-flight reads a real balance here, and a client resolving a lost reply reads
+whether its authorization settled. Base also answers ``eth_getBlockByNumber`` with a block stamped now, or
+later after ``Simulator.advance_chain_clock`` (the chain clock a client judges ``validBefore`` by).
 
 pympp 0.16.0 asks for the chain id, the gas price and a gas estimate, and, for fee tokens it must pick, a
 TIP-20 ``balanceOf`` (``eth_call``). Nothing is ever broadcast: the simulator settles the signed transaction
@@ -54,6 +57,8 @@ def _answer_base(state: SimulatorState, method: str, params: list[Any]) -> Any:
         return hex(BASE_CHAIN_ID)
     if method == "eth_blockNumber":
         return "0x1"
+    if method == "eth_getBlockByNumber":
+        return {"number": "0x1", "timestamp": hex(state.chain_time()), "transactions": []}
     if method == "eth_call":
         return _call(state, _BASE, params)
     raise LookupError(method)
