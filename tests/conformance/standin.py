@@ -3,6 +3,7 @@ it: where it runs, how its Node dependencies are installed, and a uniform view o
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from eth_account import Account
+from PIL import Image
 
 STANDIN_DIR = Path(__file__).parent / "router-standin"
 STANDIN_PORT = 80
@@ -63,3 +66,16 @@ class Server:
     blob_api_url: str
     paid_by: Callable[[str], list[int]]  # atomic amounts a wallet paid, in order
     nonces_of: Callable[[str], set[str]]  # the EIP-3009 nonces (lower-case hex) of its settled payments
+
+
+def png(size: tuple[int, int] = (32, 24)) -> bytes:
+    """A small real PNG."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, "teal").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh wallet: (key hex, address)."""
+    account = Account.create()
+    return "0x" + bytes(account.key).hex(), account.address

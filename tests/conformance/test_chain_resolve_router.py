@@ -17,8 +17,7 @@ from prefect_stablestudio.client import (
 )
 from prefect_stablestudio.client.keys import load_signer
 from prefect_stablestudio.client.x402 import sign_payment
-from tests.conformance.standin import RouterStandin
-from tests.conformance.test_router_conformance import new_key, png
+from tests.conformance.standin import RouterStandin, new_key, png
 
 
 def client(standin: RouterStandin, key: str, *, rpc: bool) -> StableStudioClient:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 from PIL import Image
 
 from prefect_stablestudio.client import (
@@ -25,20 +24,9 @@ from prefect_stablestudio.client import (
     StableStudioClient,
     WalletPolicy,
 )
-from tests.conformance.standin import RouterStandin, Server
+from tests.conformance.standin import RouterStandin, Server, new_key, png
 
 EDIT_PATH = "/api/generate/flux-2-pro/edit"
-
-
-def png(size: tuple[int, int] = (32, 24)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, "teal").save(buf, "PNG")
-    return buf.getvalue()
-
-
-def new_key() -> tuple[str, str]:
-    account = Account.create()
-    return "0x" + bytes(account.key).hex(), account.address
 
 
 def client(server: Server | RouterStandin, key: str, **kw: Any) -> StableStudioClient:
