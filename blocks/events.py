@@ -40,6 +40,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
+import threading
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -175,6 +178,7 @@ def emit_spend_event(
             related = list(template.related)
         if related is not None and _send_prepared(name, resource, payload, related):
             return
+        _BATCH.flush()  # what waits there was emitted first: it is queued first
         event = emit_event(name, resource=resource, payload=payload)
         if event is not None and template is None and key != (None, None):
             if len(_RELATED_OF) >= _RELATED_OF_MAX:
@@ -215,8 +219,10 @@ def _send_prepared(name: str, resource: dict[str, str], payload: dict[str, Any],
       Sent from a context where no flow run or task run is set (not merely unset: the worker's own context
       may hold the run that started it), the worker finds no run and adds nothing: the event keeps exactly
       the related resources it would have attached.
-    - The worker is looked up once per settings object and client override (as `emit_event` does on every
-      call); a stopped worker refuses the event (RuntimeError) and the current one is looked up.
+    - The worker is looked up once per settings object and client override (`emit_event` does it on every
+      call), and again once it has stopped (its `_stopped`).
+    - The event then waits in `_BATCH` (at most 0.2 s), which queues it on the worker with the events of the
+      same moments.
     Anything else unexpected (an attribute renamed, a type that no longer constructs) returns False.
     """
     global _worker
@@ -224,10 +230,11 @@ def _send_prepared(name: str, resource: dict[str, str], payload: dict[str, Any],
         parts = _prefect_parts()
         settings, override = parts.get_current_settings(), parts.EventsWorker._client_override
         cached = _worker
-        if cached is None or cached[0] is not settings or cached[1] is not override:
+        if cached is None or cached[0] is not settings or cached[1] is not override or cached[2]._stopped:
             if not parts.should_emit_events():
                 return False  # emit_event decides (it sends nothing)
             cached = _worker = (settings, override, parts.EventsWorker.instance())
+            _BATCH.flush_before(cached[2])
         worker = cached[2]
         if worker.client_type not in parts.operational:  # as emit_event: no event for a null client
             return False
@@ -239,20 +246,88 @@ def _send_prepared(name: str, resource: dict[str, str], payload: dict[str, Any],
         )
         if event.size_bytes > settings.server.events.maximum_size_bytes:
             return False
-        try:
-            contextvars.Context().run(_send_outside_runs, parts, worker, event)
-        except RuntimeError:  # a stopped worker (drained, or its API changed): the current one
-            worker = parts.EventsWorker.instance()
-            _worker = (settings, override, worker)
-            contextvars.Context().run(_send_outside_runs, parts, worker, event)
+        _BATCH.add(worker, event, contextvars.copy_context())
         return True
     except Exception as exc:
         _log.debug("prepared event not sent (%s); emit_event instead", type(exc).__name__)
         return False
 
 
-def _send_outside_runs(parts: Any, worker: Any, event: Any) -> None:
+class _Batch:
+    """Prepared events held for up to `WINDOW` seconds, then queued on Prefect's events worker together.
+
+    Queued one at a time, each event wakes the worker's loop through its queue thread (about 0.5 ms of CPU per
+    wake-up, more than building and sending the event); queued together, they wake it once. A thread of its
+    own sends them: nothing waits on the caller's event loop, which may close first. Before Prefect's worker
+    drains at interpreter exit, the batch is flushed into it (`flush_before`: an exit callback registered
+    after each worker's own, so it runs first). Events are delayed by at most `WINDOW`.
+    """
+
+    WINDOW = 0.2
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Any, Any, contextvars.Context]] = []
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, worker: Any, event: Any, context: contextvars.Context) -> None:
+        """Hold `event` for `worker`; `context` (the caller's) looks the worker up again if it has stopped."""
+        with self._lock:
+            self._items.append((worker, event, context))
+            first = len(self._items) == 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="StableStudioEventsBatch", daemon=True)
+                self._thread.start()
+        if first:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.WINDOW)  # the events of the next moments join this batch
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Queue every held event now, in order, and return once they are queued (never raises: an event that
+        cannot be queued is logged). An event sent any other way after this call is queued after them."""
+        with self._sending:  # also waits for a flush under way on the batch's thread
+            with self._lock:
+                items, self._items = self._items, []
+            self._send(items)
+
+    def _send(self, items: list[tuple[Any, Any, contextvars.Context]]) -> None:
+        for worker, event, context in items:
+            try:
+                try:
+                    contextvars.Context().run(_send_outside_runs, worker, event)
+                except RuntimeError:  # the worker stopped meanwhile: the caller's current one
+                    current = context.run(_prefect_parts().EventsWorker.instance)
+                    contextvars.Context().run(_send_outside_runs, current, event)
+            except Exception as exc:
+                _log.warning("event %s not emitted: %s", event.event, type(exc).__name__)
+
+    def flush_before(self, worker: Any) -> None:
+        """Flush at interpreter exit before `worker` drains (CPython runs the later registration first)."""
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(self.flush)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: no thread, nothing held (the parent sends its own)."""
+        self._items, self._lock, self._sending = [], threading.Lock(), threading.Lock()
+        self._wake, self._thread = threading.Event(), None
+
+
+_BATCH = _Batch()
+os.register_at_fork(after_in_child=_BATCH.reset_after_fork)
+
+
+def _send_outside_runs(worker: Any, event: Any) -> None:
     """`worker.send(event)` with no flow run or task run in the context it copies (run in a fresh Context)."""
+    parts = _prefect_parts()
     parts.FlowRunContext.__var__.set(None)
     parts.TaskRunContext.__var__.set(None)
     worker.send(event)

@@ -6,6 +6,8 @@ and emitting never raises, whatever the payload.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from typing import Any
@@ -90,3 +92,38 @@ def test_emitting_never_raises_whatever_the_payload() -> None:
 
     emit_spend_event(PAYMENT_SETTLED, "0x" + "cd" * 20, None, {"x": Opaque()})
     emit_spend_event(PAYMENT_SETTLED, "0x" + "cd" * 20, None, {"big": "x" * 2_000_000})  # over the size limit
+
+
+_EMIT_AND_EXIT = """
+import asyncio, sys
+from prefect import flow
+from prefect_stablestudio.blocks.events import PAYMENT_SETTLED, emit_spend_event
+
+@flow(name="spend-events-exit")
+async def run() -> None:
+    for i in range(20):
+        emit_spend_event(PAYMENT_SETTLED, sys.argv[1], "events-test", {"n": i})
+        await asyncio.sleep(0)
+
+asyncio.run(run())
+for i in range(20, 40):  # outside any run: the cheap path at once, held in a batch as the process exits
+    emit_spend_event(PAYMENT_SETTLED, sys.argv[1], "events-test", {"n": i})
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_events_held_in_a_batch_are_sent_when_the_process_exits_right_after(prefect_api: str) -> None:
+    # The process ends as soon as its flow returns: events still held (up to 0.2 s) must reach the API.
+    address = "0x" + uuid.uuid4().hex[:8] + "ef" * 16
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _EMIT_AND_EXIT, address, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    resource_id = spend_events.wallet_resource_id(address)
+    found = await events_when(PAYMENT_SETTLED, resource_id, lambda got: len(got) >= 40)
+    assert sorted(e["payload"]["n"] for e in found) == list(range(40))
+    in_flow = [e for e in found if e["payload"]["n"] < 20]
+    assert all(any(r["prefect.resource.role"] == "flow-run" for r in e["related"]) for e in in_flow)
