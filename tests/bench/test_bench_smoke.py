@@ -158,3 +158,10 @@ def test_a_phase_keeps_its_least_cpu_and_least_wall_time_and_every_round() -> No
     assert best["rounds"] == [{"cpu_s": 1.9, "wall_s": 21.0}, {"cpu_s": 2.1, "wall_s": 20.6}]
     assert first["wall_s"] == 21.0  # the rounds themselves are left as measured
     assert best_of([second])["cpu_s"] == 2.1
+
+
+async def test_the_events_measurement_reports_each_way_of_recording_a_payment(prefect_api: str) -> None:
+    from bench.events import _measure_emission
+
+    result = await _measure_emission(10, 0.0)
+    assert set(result) == {"event_ms", "prefect_event_ms", "receipt_ms", "both_ms"}
