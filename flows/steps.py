@@ -1,9 +1,10 @@
-"""The four steps of an edit as plain async functions: upload, submit (paid), wait, save.
+"""The four steps of a paid job as plain async functions: upload, submit (paid), wait, save.
 
-The public tasks in `flows/tasks.py` wrap each one with its own client; the flows run all four on one client
-shared by the edits of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths
-run this code, so the money rules live in one place. Each step takes `open_client(hooks)`: an async context
-manager giving a client whose payment hooks (after the budget's) are `hooks`.
+The public tasks in `flows/tasks.py` wrap each one with a client of its own; a paid job (`flows/paid_job.py`)
+runs all four on one client shared by the jobs of a task run (a Prefect task run and a connection pool each
+cost CPU, bench/). Both paths run this code, so the money rules live in one place. Each step takes
+`clients`, a `StepClients`: `clients(record)` opens a client whose payments go through a `PaymentGuard`
+(`blocks/payment_guard.py`: caps, then `record`, then receipts, in the order written there).
 
 Steps log what they do at `STEP_LOG_LEVEL` (INFO by default); batches lower it to DEBUG and log one line per
 edit instead, so a night of thousands of edits does not send six log records per edit to Prefect's API.
@@ -23,38 +24,33 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.budget import current_flow_run_id
+from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
-from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
 from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
+from prefect_stablestudio.flows.errors import FailedBeforePayment, UploadFailedAfterPaying
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.payment_log import PaymentLog
 from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
-from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
 from prefect_stablestudio.flows.result_files import write_chunks
+from prefect_stablestudio.flows.retries import is_transient
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions
 from prefect_stablestudio.flows.tickets import TicketBook
 
-OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
-"""`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
-
-_TRANSIENT = (httpx.TransportError, RateLimited)
+StepClients = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
+"""`clients(record)`: a client (in `async with`) whose payments the step's `record` persists (the guard's
+steps 2, 3 and 6); None for a step that pays nothing."""
 
 STEP_LOG_LEVEL: ContextVar[int] = ContextVar("stablestudio_step_log_level", default=logging.INFO)
 """The level of the steps' progress lines (uploaded, submitted, job status, saved); warnings stay warnings."""
 
-_STEP_HOOKS: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_hooks", default=None)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A network error, a rate limit or a 5xx: worth another attempt."""
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, UpstreamError) and exc.status >= 500
+_STEP_RECORD: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_record", default=None)
 
 
 class UploadedImage(BaseModel):
@@ -72,7 +68,7 @@ class UploadedImage(BaseModel):
 
 
 class PaidJob(BaseModel):
-    """A submitted, paid edit job and the payment that bought it."""
+    """A submitted, paid job and the payment that bought it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -88,83 +84,91 @@ class PaidJob(BaseModel):
         return self.payment.amount if self.payment else 0
 
 
-class FailedBeforePayment(StableStudioError):
-    """A transient failure before anything was signed: retrying cannot pay twice."""
+def _guarded_client(
+    wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None
+) -> StableStudioClient:
+    """A client of `wallet` whose every payment goes through one `PaymentGuard`: caps, `record`, receipts."""
+    guard = PaymentGuard(
+        wallet.budget(current_flow_run_id()), record=record, report=PaymentRecorder(wallet, book, None)
+    )
+    return wallet.get_client(hooks=guard, enforce_budget=False)
 
 
-def own_client(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> OpenClient:
-    """`open_client` that opens (and closes) a new client of `wallet` per step.
+def client_per_step(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> StepClients:
+    """`StepClients` that open (and close) a new client of `wallet` per step.
 
     Every payment gets a receipt in `receipts` (default: the book beside the default intent store) and an
     event; refusals and failed paid jobs get an event (`receipts.reporting`).
 
     Example:
         ```python
-        blob = await upload(own_client(wallet), image)
+        blob = await upload(client_per_step(wallet), image)
         ```
     """
     book = receipts or ReceiptBook()
 
-    def open_client(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return reporting(wallet, wallet.get_client(hooks=PaymentRecorder(wallet, book, hooks)))
+    def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
+        return reporting(wallet, _guarded_client(wallet, book, record))
 
-    return open_client
+    return clients
 
 
-class _StepHooks:
-    """Forwards to the hooks of the step that runs in the current asyncio task (a context variable)."""
+class _CurrentStepRecord:
+    """The guard's `record` of a client shared by concurrent steps: forwards to the record of the step that
+    runs in the current asyncio task (a context variable). A client takes its hooks when it is built, not per
+    call, so one client serving many jobs at once needs this indirection."""
 
     async def before_signing(self, quote: Quote) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.before_signing(quote)
+        record = _STEP_RECORD.get()
+        if record is not None:
+            await record.before_signing(quote)
 
     async def after_signing(self, payment: Payment) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.after_signing(payment)
+        record = _STEP_RECORD.get()
+        if record is not None:
+            await record.after_signing(payment)
 
     async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.after_outcome(payment, outcome)
+        record = _STEP_RECORD.get()
+        if record is not None:
+            await record.after_outcome(payment, outcome)
 
 
 @asynccontextmanager
-async def shared_client(
+async def one_client_for_steps(
     wallet: StableStudioWallet, receipts: ReceiptBook | None = None
-) -> AsyncIterator[OpenClient]:
-    """One client (one pool) for many steps: yields an `open_client` lending it with a step's hooks.
+) -> AsyncIterator[StepClients]:
+    """One client (one pool) for many steps: yields `StepClients` lending it with each step's record.
 
-    Steps of concurrent edits may share it when each edit runs in its own asyncio task (`asyncio.gather` and
-    `create_task` make one): a step's hooks live in a context variable of the task that runs it, so one
-    edit's payment is never persisted under another edit's record. Receipts and events as in `own_client`.
+    Steps of concurrent jobs may share it when each job runs in its own asyncio task (`asyncio.gather` and
+    `create_task` make one): a step's record lives in a context variable of the task that runs it, so one
+    job's payment is never persisted under another job's record. Receipts and events as in `client_per_step`.
 
     Example:
         ```python
-        async with shared_client(wallet) as open_client:
-            image = await upload(open_client, image)
+        async with one_client_for_steps(wallet) as clients:
+            image = await upload(clients, image)
         ```
     """
     book = receipts or ReceiptBook()
-    async with wallet.get_client(hooks=PaymentRecorder(wallet, book, _StepHooks())) as client:
+    async with _guarded_client(wallet, book, _CurrentStepRecord()) as client:
 
         @asynccontextmanager
-        async def borrow(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
-            token = _STEP_HOOKS.set(hooks)
+        async def with_record(record: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
+            token = _STEP_RECORD.set(record)
             try:
                 yield client
             finally:
-                _STEP_HOOKS.reset(token)
+                _STEP_RECORD.reset(token)
 
-        def lend(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-            return reporting(wallet, borrow(hooks))
+        def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
+            return reporting(wallet, with_record(record))
 
-        yield lend
+        yield clients
 
 
 async def upload(
-    open_client: OpenClient,
+    clients: StepClients,
     image: InputImage,
     *,
     filename: str | None = None,
@@ -180,12 +184,12 @@ async def upload(
 
     Example:
         ```python
-        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"), store=store)
+        uploaded = await upload(client_per_step(wallet), await read_input("s3://photos/cat.png"), store=store)
         ```
     """
     log = PaymentLog()
     name = filename or image.filename
-    async with open_client(log) as client:
+    async with clients(log) as client:
         book = await TicketBook.open(store, client.address, image, name) if store is not None else None
         if book is not None and book.finished_blob is not None:
             return UploadedImage(
@@ -232,7 +236,7 @@ async def upload(
 
 
 async def submit(
-    open_client: OpenClient,
+    clients: StepClients,
     wallet: StableStudioWallet,
     request: EditRequest,
     idempotency_key: str,
@@ -244,16 +248,17 @@ async def submit(
 
     Example:
         ```python
-        job = await submit(own_client(wallet), wallet, EditRequest(prompt="snow", images=[url]), key, store)
+        request = EditRequest(prompt="snow", images=[url])
+        job = await submit(client_per_step(wallet), wallet, request, key, store)
         ```
     """
     return await submit_route(
-        open_client, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store, known=known
+        clients, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store, known=known
     )
 
 
 async def submit_route(
-    open_client: OpenClient,
+    clients: StepClients,
     wallet: StableStudioWallet,
     model: str,
     operation: str,
@@ -273,7 +278,7 @@ async def submit_route(
     Example:
         ```python
         body = build_request("grok", "generate", {"prompt": "a lighthouse"}).body()
-        job = await submit_route(own_client(wallet), wallet, "grok", "generate", body, key, store)
+        job = await submit_route(client_per_step(wallet), wallet, "grok", "generate", body, key, store)
         ```
     """
     logger = get_run_logger()
@@ -298,7 +303,7 @@ async def submit_route(
     hooks = IntentHooks(store, intent, defer_settled=True)
     try:
         inputs = [rec["uri"] for rec in intent.inputs if rec.get("uri")] or _image_urls(body)
-        async with open_client(hooks) as client:
+        async with clients(hooks) as client:
             with buying(inputs):
                 job = await client.submit_generation(
                     model, operation, body, payment=resend, idempotency_key=idempotency_key
@@ -334,7 +339,7 @@ def _image_urls(body: dict[str, Any]) -> list[str]:
 
 
 async def wait(
-    open_client: OpenClient,
+    clients: StepClients,
     job_id: str,
     *,
     max_wait_seconds: float = 600.0,
@@ -345,7 +350,7 @@ async def wait(
 
     Example:
         ```python
-        result = await wait(own_client(wallet), job.job_id, report_progress=False)
+        result = await wait(client_per_step(wallet), job.job_id, report_progress=False)
         ```
     """
     logger = get_run_logger()
@@ -373,7 +378,7 @@ async def wait(
         except Exception as exc:  # reporting never fails the wait
             logger.warning("progress artifact not updated: %s", exc)
 
-    async with open_client(None) as client:
+    async with clients(None) as client:
         return await client.wait_for_job(
             job_id, timeout=max_wait_seconds, expected_seconds=expected_seconds, on_progress=on_progress
         )
@@ -386,11 +391,11 @@ async def open_download(
     media: ResultMedia = "image",
     max_bytes: int | None = None,
     download_timeout: float = 60.0,
-    open_client: OpenClient | None = None,
+    clients: StepClients | None = None,
 ) -> AsyncIterator[ResultStream]:
     """Open a result URL (they expire: at once) as a bounded, checked stream; see `open_result`.
 
-    With `open_client`, the download goes through that client's connection pool and its wallet's limits;
+    With `clients`, the download goes through that client's connection pool and its wallet's limits;
     otherwise through a short-lived HTTP client of its own and the default limits. `max_bytes` overrides
     the limit for `media`. No credentials are sent.
 
@@ -400,8 +405,8 @@ async def open_download(
             written = await write_chunks(result.chunks(), "s3://edits/cat.png")
         ```
     """
-    if open_client is not None:
-        async with open_client(None) as client:
+    if clients is not None:
+        async with clients(None) as client:
             async with client.stream_download(url, media=media, max_bytes=max_bytes) as result:
                 yield result
         return
@@ -417,7 +422,7 @@ async def save(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
-    open_client: OpenClient | None = None,
+    clients: StepClients | None = None,
     media: ResultMedia = "image",
     max_bytes: int | None = None,
 ) -> SavedResult:
@@ -433,7 +438,7 @@ async def save(
         ```
     """
     async with open_download(
-        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, open_client=open_client
+        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, clients=clients
     ) as result:
         target = destination(result.content_type) if callable(destination) else destination
         written = await write_chunks(result.chunks(), target, storage_options)
