@@ -65,7 +65,7 @@ from prefect_stablestudio.client.models import (
     UploadResult,
     UploadTicket,
 )
-from prefect_stablestudio.client.paying import PaidResponse, PaymentFlow
+from prefect_stablestudio.client.paying import PaidCall, PaidResponse
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
@@ -164,7 +164,7 @@ class StableStudioClient:
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
         self._turnarounds: dict[float, TurnaroundHistory] = {}
         self._session = Session(self.base_url, self._signer, None, siwx_mode, self.stats)
-        self._flow = PaymentFlow(
+        self._paid_call = PaidCall(
             self._session,
             self.policy,
             self.hooks,
@@ -190,7 +190,7 @@ class StableStudioClient:
         if http is not None:
             await http.aclose()
 
-    def _ensure_open(self) -> tuple[Session, PaymentFlow]:
+    def _ensure_open(self) -> tuple[Session, PaidCall]:
         if self._session.http is None:
             pool = httpx.AsyncHTTPTransport(
                 verify=tls_context(),
@@ -208,7 +208,7 @@ class StableStudioClient:
                 follow_redirects=False,
                 headers={"user-agent": "stablestudio-python"},
             )
-        return self._session, self._flow
+        return self._session, self._paid_call
 
     # -- identity --------------------------------------------------------------------------------------------
 
@@ -243,9 +243,9 @@ class StableStudioClient:
         With `payment=`, re-send that signed payment instead of signing: the way to resume a call whose
         outcome was unknown. Never wrap this in a generic retry.
         """
-        _, flow = self._ensure_open()
+        _, paid_call = self._ensure_open()
         find = self._find_job_for if path.startswith("/api/generate/") else None
-        return await flow.post(
+        return await paid_call.post(
             kind, path, body, payment=payment, idempotency_key=idempotency_key, find_existing=find
         )
 
@@ -262,8 +262,8 @@ class StableStudioClient:
             print(quote.amount_usd if quote else "free")
             ```
         """
-        _, flow = self._ensure_open()
-        return await flow.quote(kind, path, body)
+        _, paid_call = self._ensure_open()
+        return await paid_call.quote(kind, path, body)
 
     async def quote_upload(self, filename: str, content_type: str, size: int) -> Quote | None:
         """The price of uploading a file of this name, type and size (its ticket's 402); nothing is paid."""
@@ -556,7 +556,7 @@ class StableStudioClient:
             InvalidRequest: not an allowed image, too large, unreadable, or (once per client, before the
                 first upload pays) a blob API whose host cannot be reached (nothing paid).
         """
-        _, flow = self._ensure_open()
+        _, paid_call = self._ensure_open()
         opened = await open_source(
             source,
             filename=filename,
@@ -566,7 +566,7 @@ class StableStudioClient:
         )
         await self._check_blob_api()
         return await upload_opened(
-            flow, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
+            paid_call, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
             ticket=ticket, on_ticket=on_ticket,
         )
 
