@@ -10,7 +10,7 @@ is the one object behind them, and its steps run in this order:
    from the ones an earlier signature for the same job pinned (`PolicyRefused("pay_to_changed")`); the
    reservation is refunded.
 3. **payment record** (`after_signing`): the record persists the signed payment (a paid job's intent record,
-   `flows/intents.IntentHooks`; an upload's `flows/payment_log.PaymentLog`). If that write fails the
+   `flows/intents.IntentHooks`; an upload's `flows/uploads.PaymentLog`). If that write fails the
    reservation is refunded and the client sends nothing: money never moves without a record.
 4. **send**: the client sends the signed request (and re-sends the same header after an ambiguous failure).
 5. **refund** (`after_outcome`): a payment the server rejected gives its reservation back (no money moved);

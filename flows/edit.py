@@ -45,8 +45,8 @@ from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions
 from prefect_stablestudio.flows.paid_job import JobRunner, edit_one
 from prefect_stablestudio.flows.preflight import before_paying
 from prefect_stablestudio.flows.receipts import Receipt, ReceiptBook
+from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import StorageOptions
-from prefect_stablestudio.flows.tasks import load_wallet
 
 __all__ = [
     "EditBatchFailed",

@@ -44,7 +44,7 @@ class UploadFailedAfterPaying(StableStudioError):
     """An upload failed after its fee was paid, or may have been: `payments` lists them for reconciliation.
 
     A rerun of the same upload with the same intent store uses the ticket paid for here while its token is
-    valid (about 5 minutes, see `flows.tickets`); after that, or when the reply with the ticket was lost (a
+    valid (about 5 minutes, see `flows/uploads.py`); after that, or when the reply with the ticket was lost (a
     ticket cannot be recovered from a payment alone), it pays for a new one.
 
     Attributes:

@@ -32,8 +32,9 @@ from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, intent_key
 from prefect_stablestudio.flows.paid_job import JobRunner, JobSpec, JobTally, OutputName, extension_for
 from prefect_stablestudio.flows.receipts import ReceiptBook
+from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import content_type_for, read_input
-from prefect_stablestudio.flows.tasks import load_wallet, save_media, submit_generation
+from prefect_stablestudio.flows.tasks import save_media, submit_generation
 
 # `save_media` and `submit_generation` (tasks) live in flows/tasks.py; `extension_for` in flows/paid_job.py.
 __all__ = ["GenerationOutcome", "extension_for", "generate", "save_media", "submit_generation"]

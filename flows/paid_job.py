@@ -56,7 +56,7 @@ from prefect_stablestudio.flows.models import (
 from prefect_stablestudio.flows.preflight import check_quote
 from prefect_stablestudio.flows.quotes import quote_generation
 from prefect_stablestudio.flows.retries import JOB_ATTEMPT_DELAYS, UPLOAD_DELAYS, worth_retrying
-from prefect_stablestudio.flows.steps import StepClients, UploadedImage
+from prefect_stablestudio.flows.steps import StepClients
 from prefect_stablestudio.flows.storage import (
     InputImage,
     StorageOptions,
@@ -67,6 +67,7 @@ from prefect_stablestudio.flows.storage import (
     sha256_hex,
     write_bytes,
 )
+from prefect_stablestudio.flows.uploads import UploadedImage, upload
 
 __all__ = ["JobRunner", "JobSpec", "JobTally", "OutputName", "edit_one", "edit_spec", "extension_for"]
 
@@ -312,7 +313,7 @@ class JobRunner:
             for delay in (*UPLOAD_DELAYS, None):
                 try:
                     uploaded.append(
-                        await steps.upload(
+                        await upload(
                             clients, image, storage_options=self.storage_options, store=uploads
                         )
                     )

@@ -1,6 +1,7 @@
-"""The four steps of a paid job as plain async functions: upload, submit (paid), wait, save.
+"""The steps of a paid job as plain async functions: submit (paid), wait, save; and the clients they run on.
 
-The public tasks in `flows/tasks.py` wrap each one with a client of its own; a paid job (`flows/paid_job.py`)
+The upload step is in `flows/uploads.py` beside its records. The public tasks in `flows/tasks.py` wrap each
+step with a client of its own; a paid job (`flows/paid_job.py`)
 runs all four on one client shared by the jobs of a task run (a Prefect task run and a connection pool each
 cost CPU, bench/). Both paths run this code, so the money rules live in one place. Each step takes
 `clients`, a `StepClients`: `clients(record)` opens a client whose payments go through a `PaymentGuard`
@@ -16,12 +17,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.blocks.budget import current_flow_run_id
@@ -29,19 +30,14 @@ from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
-from prefect_stablestudio.client.money import to_dollars
 from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
-from prefect_stablestudio.flows.errors import FailedBeforePayment, UploadFailedAfterPaying
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
-from prefect_stablestudio.flows.payment_log import PaymentLog
 from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
 from prefect_stablestudio.flows.result_files import write_chunks
-from prefect_stablestudio.flows.retries import is_transient
-from prefect_stablestudio.flows.storage import InputImage, StorageOptions
-from prefect_stablestudio.flows.tickets import TicketBook
+from prefect_stablestudio.flows.storage import StorageOptions
 
 StepClients = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
 """`clients(record)`: a client (in `async with`) whose payments the step's `record` persists (the guard's
@@ -50,21 +46,18 @@ steps 2, 3 and 6); None for a step that pays nothing."""
 STEP_LOG_LEVEL: ContextVar[int] = ContextVar("stablestudio_step_log_level", default=logging.INFO)
 """The level of the steps' progress lines (uploaded, submitted, job status, saved); warnings stay warnings."""
 
+WalletRef = str | StableStudioWallet
+"""A saved block's name, or a block instance."""
+
+
+async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
+    """The wallet block itself, loading it by name when given a string."""
+    if isinstance(wallet, StableStudioWallet):
+        return wallet
+    return await StableStudioWallet.aload(wallet)
+
+
 _STEP_RECORD: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_record", default=None)
-
-
-class UploadedImage(BaseModel):
-    """An input image uploaded to StableStudio's blob store."""
-
-    model_config = ConfigDict(frozen=True)
-
-    uri: str
-    sha256: str
-    blob_url: str
-    cost: int = 0
-    ticket_reused: bool = Field(default=False, description="Uploaded with a ticket paid earlier: no new fee.")
-    tickets_bought: int = Field(default=1, description="Tickets this upload paid for now (2: a further fee).")
-    rebought_because: Literal["expired", "refused"] | None = None
 
 
 class PaidJob(BaseModel):
@@ -165,74 +158,6 @@ async def one_client_for_steps(
             return reporting(wallet, with_record(record))
 
         yield clients
-
-
-async def upload(
-    clients: StepClients,
-    image: InputImage,
-    *,
-    filename: str | None = None,
-    storage_options: StorageOptions | None = None,
-    store: IntentStore | None = None,
-) -> UploadedImage:
-    """Upload one image (streamed); see `prefect_stablestudio.flows.tasks.upload_image` for the errors.
-
-    With `store`, the upload's paid ticket is recorded as soon as it arrives (before the PUT) under a key of
-    the wallet, the input and its name, and a retry or rerun uses it while it is valid: one fee per upload.
-    A further ticket (the kept one expired or was refused) is logged at WARNING and counted in
-    `UploadedImage.tickets_bought`.
-
-    Example:
-        ```python
-        uploaded = await upload(client_per_step(wallet), await read_input("s3://photos/cat.png"), store=store)
-        ```
-    """
-    log = PaymentLog()
-    name = filename or image.filename
-    async with clients(log) as client:
-        book = await TicketBook.open(store, client.address, image, name) if store is not None else None
-        if book is not None and book.finished_blob is not None:
-            return UploadedImage(
-                uri=image.uri, sha256=image.sha256, blob_url=book.finished_blob, cost=0, ticket_reused=True,
-                tickets_bought=0,
-            )
-        try:
-            with buying([image.uri]):
-                result = await client.upload_detailed(
-                    image.source,
-                    filename=name,
-                    content_type=image.content_type,
-                    storage_options=storage_options,
-                    ticket=book.held if book is not None else None,
-                    on_ticket=book.keep if book is not None else None,
-                )
-        except Exception as exc:
-            # This call's own log: the client may be shared with edits that signed meanwhile.
-            if not log.signed and is_transient(exc):
-                raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
-            owed = log.unreconciled("upload", exc)
-            if owed:
-                raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
-            raise
-    cost = sum(p.amount for p in result.payments)
-    logger = get_run_logger()
-    if result.rebought_because is not None:
-        logger.warning(
-            "upload of %s bought a further ticket ($%s) because the one paid earlier %s",
-            image.uri[:200], to_dollars(result.payments[-1].amount) if result.payments else 0,
-            "had expired" if result.rebought_because == "expired" else "was refused by the blob API",
-        )
-    if book is not None:
-        await book.finish(image, result.blob_url)
-    logger.log(
-        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s%s", image.uri[:200], result.size,
-        to_dollars(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
-    )
-    return UploadedImage(
-        uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost,
-        ticket_reused=result.ticket_reused, tickets_bought=len(result.payments),
-        rebought_because=result.rebought_because,
-    )
 
 
 async def submit(

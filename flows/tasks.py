@@ -27,21 +27,19 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.client.downloads import ResultMedia
 from prefect_stablestudio.client.models import EditRequest, JobResult
 from prefect_stablestudio.flows import steps
-from prefect_stablestudio.flows.errors import FailedBeforePayment
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import SavedResult
 from prefect_stablestudio.flows.paid_job import extension_for
 from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.retries import SAVE_TASK, SUBMIT_TASK, UPLOAD_TASK, WAIT_TASK
-from prefect_stablestudio.flows.steps import PaidJob, UploadedImage
+from prefect_stablestudio.flows.steps import PaidJob, WalletRef, load_wallet
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions, join_uri, read_input
+from prefect_stablestudio.flows.uploads import UploadedImage, upload
 
 __all__ = [
-    "FailedBeforePayment",
     "PaidJob",
     "UploadedImage",
     "WalletRef",
@@ -53,17 +51,6 @@ __all__ = [
     "upload_image",
     "wait_for_job",
 ]
-
-WalletRef = str | StableStudioWallet
-"""A saved block's name, or a block instance."""
-
-
-async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
-    """The wallet block itself, loading it by name when given a string."""
-    if isinstance(wallet, StableStudioWallet):
-        return wallet
-    return await StableStudioWallet.aload(wallet)
-
 
 @task(
     name="upload-image",
@@ -104,7 +91,7 @@ async def upload_image(
     else:
         image = await read_input(source, storage_options, name=filename or "")
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    return await steps.upload(
+    return await upload(
         steps.client_per_step(block), image, filename=filename, storage_options=storage_options,
         store=store.uploads(),
     )
@@ -143,8 +130,8 @@ async def submit_edit(
     """
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    open_client = steps.client_per_step(block, ReceiptBook.beside(store))
-    return await steps.submit(open_client, block, request, idempotency_key, store)
+    clients = steps.client_per_step(block, ReceiptBook.beside(store))
+    return await steps.submit(clients, block, request, idempotency_key, store)
 
 
 @task(
