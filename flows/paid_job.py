@@ -72,30 +72,6 @@ from prefect_stablestudio.flows.uploads import UploadedImage, upload
 __all__ = ["JobRunner", "JobSpec", "JobTally", "OutputName", "edit_one", "edit_spec", "extension_for"]
 
 _EDIT_EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
-# Content types a result may come in, and the extension it is saved under.
-_EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "video/mp4": "mp4",
-    "video/webm": "webm",
-    "video/quicktime": "mov",
-}
-
-
-def extension_for(content_type: str) -> str:
-    """The file extension a result of ``content_type`` is saved under.
-
-    Example:
-        >>> extension_for("video/mp4"), extension_for("image/gif; charset=binary")
-        ('mp4', 'gif')
-    """
-    base = content_type.split(";", 1)[0].strip().lower()
-    if base in _EXTENSIONS:
-        return _EXTENSIONS[base]
-    guessed = mimetypes.guess_extension(base) if base else None
-    return guessed.lstrip(".") if guessed else "bin"
 _RESUMED_URL = "https://resumed.invalid/x"
 
 
@@ -257,8 +233,9 @@ class JobRunner:
             body = job.body(blob_urls)
         else:
             # Already paid (or signed): the recorded body is re-sent; this one only stands in.
-            body = intent.request or job.body(blob_urls if all(blob_urls) and blob_urls else
-                                              [_RESUMED_URL] * max(1, len(job.inputs)))
+            body = intent.request or job.body(
+                blob_urls if not need_upload else [_RESUMED_URL] * len(job.inputs)
+            )
 
         # pay + record
         paid = await steps.submit_route(
@@ -457,3 +434,29 @@ def _output_name(first: InputImage, options: EditOptions) -> str:
 def _failed(outcome: EditOutcome, status: EditStatus, error: str) -> EditOutcome:
     outcome.status, outcome.error = status, error[:1000]
     return outcome
+
+
+# Content types a result may come in, and the extension it is saved under.
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+}
+
+
+def extension_for(content_type: str) -> str:
+    """The file extension a result of ``content_type`` is saved under.
+
+    Example:
+        >>> extension_for("video/mp4"), extension_for("image/gif; charset=binary")
+        ('mp4', 'gif')
+    """
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base in _EXTENSIONS:
+        return _EXTENSIONS[base]
+    guessed = mimetypes.guess_extension(base) if base else None
+    return guessed.lstrip(".") if guessed else "bin"
