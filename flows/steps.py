@@ -30,9 +30,8 @@ from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
-from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
+from prefect_stablestudio.client.payment import Payment, PaymentHooks
 from prefect_stablestudio.client.studio import StableStudioClient
-from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
 from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
@@ -57,7 +56,6 @@ async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
     return await StableStudioWallet.aload(wallet)
 
 
-_STEP_RECORD: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_record", default=None)
 
 
 class PaidJob(BaseModel):
@@ -77,14 +75,11 @@ class PaidJob(BaseModel):
         return self.payment.amount if self.payment else 0
 
 
-def _guarded_client(
-    wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None
-) -> StableStudioClient:
-    """A client of `wallet` whose every payment goes through one `PaymentGuard`: caps, `record`, receipts."""
-    guard = PaymentGuard(
+def _guard(wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None) -> PaymentGuard:
+    """The hooks of every payment a step makes: caps, then `record`, then the receipt (`PaymentGuard`)."""
+    return PaymentGuard(
         wallet.budget(current_flow_run_id()), record=record, report=PaymentRecorder(wallet, book, None)
     )
-    return wallet.get_client(hooks=guard, enforce_budget=False)
 
 
 def client_per_step(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> StepClients:
@@ -101,41 +96,20 @@ def client_per_step(wallet: StableStudioWallet, receipts: ReceiptBook | None = N
     book = receipts or ReceiptBook()
 
     def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return reporting(wallet, _guarded_client(wallet, book, record))
+        return reporting(wallet, wallet.get_client(hooks=_guard(wallet, book, record), enforce_budget=False))
 
     return clients
-
-
-class _CurrentStepRecord:
-    """The guard's `record` of a client shared by concurrent steps: forwards to the record of the step that
-    runs in the current asyncio task (a context variable). A client takes its hooks when it is built, not per
-    call, so one client serving many jobs at once needs this indirection."""
-
-    async def before_signing(self, quote: Quote) -> None:
-        record = _STEP_RECORD.get()
-        if record is not None:
-            await record.before_signing(quote)
-
-    async def after_signing(self, payment: Payment) -> None:
-        record = _STEP_RECORD.get()
-        if record is not None:
-            await record.after_signing(payment)
-
-    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
-        record = _STEP_RECORD.get()
-        if record is not None:
-            await record.after_outcome(payment, outcome)
 
 
 @asynccontextmanager
 async def one_client_for_steps(
     wallet: StableStudioWallet, receipts: ReceiptBook | None = None
 ) -> AsyncIterator[StepClients]:
-    """One client (one pool) for many steps: yields `StepClients` lending it with each step's record.
+    """One client (one pool) for many steps: yields `StepClients` lending it with each step's own guard.
 
-    Steps of concurrent jobs may share it when each job runs in its own asyncio task (`asyncio.gather` and
-    `create_task` make one): a step's record lives in a context variable of the task that runs it, so one
-    job's payment is never persisted under another job's record. Receipts and events as in `client_per_step`.
+    Steps of concurrent jobs share the pool, the session and what the client learnt; each step's client is
+    a view with its own `PaymentGuard` (`StableStudioClient.with_hooks`), so one job's payment is never
+    persisted under another job's record. Receipts and events as in `client_per_step`.
 
     Example:
         ```python
@@ -144,15 +118,13 @@ async def one_client_for_steps(
         ```
     """
     book = receipts or ReceiptBook()
-    async with _guarded_client(wallet, book, _CurrentStepRecord()) as client:
+    budget, recorder = wallet.budget(current_flow_run_id()), PaymentRecorder(wallet, book, None)
+    # The shared client itself pays nothing: every payment goes through a step's view and its guard.
+    async with wallet.get_client(enforce_budget=False) as client:
 
         @asynccontextmanager
         async def with_record(record: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
-            token = _STEP_RECORD.set(record)
-            try:
-                yield client
-            finally:
-                _STEP_RECORD.reset(token)
+            yield client.with_hooks(PaymentGuard(budget, record=record, report=recorder))
 
         def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
             return reporting(wallet, with_record(record))

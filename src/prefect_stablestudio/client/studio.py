@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import os
@@ -158,7 +159,7 @@ class StableStudioClient:
         }
         self.stats = ClientStats()
         self._timeout = timeout
-        self._blob_api_reachable = False  # probed before this client's first paid upload
+        self._blob_api_reachable = asyncio.Event()  # set once probed, before this client's first paid upload
         self._blob_api_probe = asyncio.Lock()  # 100 first uploads at once send one probe, not 100
         self._max_connections = max_connections
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
@@ -209,6 +210,23 @@ class StableStudioClient:
                 headers={"user-agent": "stablestudio-python"},
             )
         return self._session, self._paid_call
+
+    def with_hooks(self, hooks: PaymentHooks | None) -> StableStudioClient:
+        """This client with other payment hooks: the same connection pool, session, statistics and what it
+        has learnt (turnarounds, the blob API probe), for concurrent callers that each keep their own record
+        of what they pay. Open and close the original (`async with`); a view is never closed on its own.
+
+        Example:
+            ```python
+            async with StableStudioClient(key) as client:
+                job = await client.with_hooks(my_hooks).submit_edit(request)
+            ```
+        """
+        view = copy.copy(self)
+        view.hooks = hooks or NoHooks()
+        view._paid_call = copy.copy(self._paid_call)
+        view._paid_call.hooks = view.hooks
+        return view
 
     # -- identity --------------------------------------------------------------------------------------------
 
@@ -572,16 +590,16 @@ class StableStudioClient:
 
     async def _check_blob_api(self) -> None:
         """Probe the blob API once per client, before its first upload pays (see `blob_api`)."""
-        if self._blob_api_reachable:
+        if self._blob_api_reachable.is_set():
             return
         async with self._blob_api_probe:
-            if self._blob_api_reachable:
+            if self._blob_api_reachable.is_set():
                 return
             session, _ = self._ensure_open()
             assert session.http is not None
             self.stats.requests["blob_probe"] += 1
             await probe_blob_api(session.http, self.blob_api_url)
-            self._blob_api_reachable = True
+            self._blob_api_reachable.set()
 
     @asynccontextmanager
     async def stream_download(
