@@ -14,10 +14,10 @@ edit instead, so a night of thousands of edits does not send six log records per
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from prefect import get_run_logger
@@ -34,13 +34,20 @@ from prefect_stablestudio.client.payment import Payment, PaymentHooks
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
-from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
+from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, reporting
 from prefect_stablestudio.flows.result_files import write_chunks
 from prefect_stablestudio.flows.storage import StorageOptions
 
-StepClients = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
-"""`clients(record)`: a client (in `async with`) whose payments the step's `record` persists (the guard's
-steps 2, 3 and 6); None for a step that pays nothing."""
+
+class StepClients(Protocol):
+    """`clients(record, inputs)`: a client (in `async with`) whose payments go through a `PaymentGuard`
+    with the step's `record` (its steps 2, 3 and 6; None for a step that pays nothing) and receipts naming
+    `inputs`."""
+
+    def __call__(
+        self, record: PaymentHooks | None, inputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[StableStudioClient]: ...
+
 
 STEP_LOG_LEVEL: ContextVar[int] = ContextVar("stablestudio_step_log_level", default=logging.INFO)
 """The level of the steps' progress lines (uploaded, submitted, job status, saved); warnings stay warnings."""
@@ -75,10 +82,13 @@ class PaidJob(BaseModel):
         return self.payment.amount if self.payment else 0
 
 
-def _guard(wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None) -> PaymentGuard:
+def _guard(
+    wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None, inputs: Sequence[str]
+) -> PaymentGuard:
     """The hooks of every payment a step makes: caps, then `record`, then the receipt (`PaymentGuard`)."""
     return PaymentGuard(
-        wallet.budget(current_flow_run_id()), record=record, report=PaymentRecorder(wallet, book, None)
+        wallet.budget(current_flow_run_id()), record=record,
+        report=PaymentRecorder(wallet, book, None, inputs=inputs),
     )
 
 
@@ -95,8 +105,11 @@ def client_per_step(wallet: StableStudioWallet, receipts: ReceiptBook | None = N
     """
     book = receipts or ReceiptBook()
 
-    def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return reporting(wallet, wallet.get_client(hooks=_guard(wallet, book, record), enforce_budget=False))
+    def clients(
+        record: PaymentHooks | None, inputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[StableStudioClient]:
+        guard = _guard(wallet, book, record, inputs)
+        return reporting(wallet, wallet.get_client(hooks=guard, enforce_budget=False))
 
     return clients
 
@@ -118,16 +131,19 @@ async def one_client_for_steps(
         ```
     """
     book = receipts or ReceiptBook()
-    budget, recorder = wallet.budget(current_flow_run_id()), PaymentRecorder(wallet, book, None)
+    budget = wallet.budget(current_flow_run_id())
     # The shared client itself pays nothing: every payment goes through a step's view and its guard.
     async with wallet.get_client(enforce_budget=False) as client:
 
         @asynccontextmanager
-        async def with_record(record: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
-            yield client.with_hooks(PaymentGuard(budget, record=record, report=recorder))
+        async def view(guard: PaymentGuard) -> AsyncIterator[StableStudioClient]:
+            yield client.with_hooks(guard)
 
-        def clients(record: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-            return reporting(wallet, with_record(record))
+        def clients(
+            record: PaymentHooks | None, inputs: Sequence[str] = ()
+        ) -> AbstractAsyncContextManager[StableStudioClient]:
+            report = PaymentRecorder(wallet, book, None, inputs=inputs)
+            return reporting(wallet, view(PaymentGuard(budget, record=record, report=report)))
 
         yield clients
 
@@ -200,11 +216,10 @@ async def submit_route(
     hooks = IntentHooks(store, intent, defer_settled=True)
     try:
         inputs = [rec["uri"] for rec in intent.inputs if rec.get("uri")] or _image_urls(body)
-        async with clients(hooks) as client:
-            with buying(inputs):
-                job = await client.submit_generation(
-                    model, operation, body, payment=resend, idempotency_key=idempotency_key
-                )
+        async with clients(hooks, inputs) as client:
+            job = await client.submit_generation(
+                model, operation, body, payment=resend, idempotency_key=idempotency_key
+            )
     except BaseException:
         try:
             await hooks.flush()  # a settled payment is on record before the error goes on

@@ -35,7 +35,6 @@ from prefect_stablestudio.client.uploads import usable
 from prefect_stablestudio.flows.errors import FailedBeforePayment, UploadFailedAfterPaying
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import UnreconciledPayment
-from prefect_stablestudio.flows.receipts import buying
 from prefect_stablestudio.flows.retries import is_transient
 from prefect_stablestudio.flows.steps import STEP_LOG_LEVEL, StepClients, client_per_step
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions
@@ -79,7 +78,7 @@ async def upload(
     """
     log = PaymentLog()
     name = filename or image.filename
-    async with clients(log) as client:
+    async with clients(log, [image.uri]) as client:
         book = await TicketBook.open(store, client.address, image, name) if store is not None else None
         if book is not None and book.finished_blob is not None:
             return UploadedImage(
@@ -87,15 +86,14 @@ async def upload(
                 tickets_bought=0,
             )
         try:
-            with buying([image.uri]):
-                result = await client.upload_detailed(
-                    image.source,
-                    filename=name,
-                    content_type=image.content_type,
-                    storage_options=storage_options,
-                    ticket=book.held if book is not None else None,
-                    on_ticket=book.keep if book is not None else None,
-                )
+            result = await client.upload_detailed(
+                image.source,
+                filename=name,
+                content_type=image.content_type,
+                storage_options=storage_options,
+                ticket=book.held if book is not None else None,
+                on_ticket=book.keep if book is not None else None,
+            )
         except Exception as exc:
             # This call's own log: the client may be shared with edits that signed meanwhile.
             if not log.signed and is_transient(exc):
