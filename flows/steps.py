@@ -1,11 +1,11 @@
 """The steps of a paid job as plain async functions: submit (paid), wait, save; and the clients they run on.
 
 The upload step is in `flows/uploads.py` beside its records. The public tasks in `flows/tasks.py` wrap each
-step with a client of its own; a paid job (`flows/paid_job.py`)
-runs all four on one client shared by the jobs of a task run (a Prefect task run and a connection pool each
-cost CPU, bench/). Both paths run this code, so the money rules live in one place. Each step takes
-`clients`, a `StepClients`: `clients(record)` opens a client whose payments go through a `PaymentGuard`
-(`blocks/payment_guard.py`: caps, then `record`, then receipts, in the order written there).
+step with a client of its own; a paid job (`flows/paid_job.py`) runs them all on one client shared by the
+jobs of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths run this code,
+so the money rules live in one place. Each step takes `clients`, a `StepClients`: `clients(record, inputs)`
+opens a client whose payments go through a `PaymentGuard` (`blocks/payment_guard.py`: caps, then `record`,
+then receipts, in the order written there).
 
 Steps log what they do at `STEP_LOG_LEVEL` (INFO by default); batches lower it to DEBUG and log one line per
 edit instead, so a night of thousands of edits does not send six log records per edit to Prefect's API.
@@ -61,8 +61,6 @@ async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
     if isinstance(wallet, StableStudioWallet):
         return wallet
     return await StableStudioWallet.aload(wallet)
-
-
 
 
 class PaidJob(BaseModel):
