@@ -20,9 +20,11 @@ Example:
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
@@ -69,6 +71,15 @@ def _check_params(entry: CatalogEntry, prompt: str, params: dict[str, Any], n_im
     """Validate before anything is read, uploaded or paid (input images stand in as placeholder URLs)."""
     placeholders = [_PLACEHOLDER_URL] * n_images
     entry.build(entry.with_images({**params, "prompt": prompt}, placeholders))
+
+
+@task(name="generate-job", task_run_name="Generate {label}", cache_policy=NO_CACHE)
+async def generate_job(runner: JobRunner, job: JobSpec, label: str) -> JobTally:
+    """The paid job of a `generate` run, as one task run (never retried: the job retries itself)."""
+    tally = JobTally()
+    async with steps.one_client_for_steps(runner.wallet, ReceiptBook.beside(runner.store)) as clients:
+        await runner.run(clients, job, tally)
+    return tally
 
 
 @flow(
@@ -145,9 +156,7 @@ async def generate(
     runner = JobRunner(
         wallet, store, storage_options=storage_options, budget=budget, max_result_bytes=max_result_bytes
     )
-    tally = JobTally()
-    async with steps.one_client_for_steps(wallet, ReceiptBook.beside(store)) as clients:
-        await runner.run(clients, job, tally)
+    tally = await generate_job(cast(Any, quote(runner)), cast(Any, quote(job)), job.label)
     assert tally.job_id is not None and tally.output_uri is not None and tally.sha256 is not None
     if not tally.reused:
         get_run_logger().info("%s/%s saved to %s", model, operation, tally.output_uri)
