@@ -49,8 +49,6 @@ from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import StorageOptions
 
 __all__ = [
-    "EditBatchFailed",
-    "EditFailed",
     "edit_image",
     "edit_image_sync",
     "edit_images",

@@ -36,10 +36,9 @@ from prefect_stablestudio.flows.paid_job import JobRunner, JobSpec, JobTally, Ou
 from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import content_type_for, read_input
-from prefect_stablestudio.flows.tasks import save_media, submit_generation
 
-# `save_media` and `submit_generation` (tasks) live in flows/tasks.py; `extension_for` in flows/paid_job.py.
-__all__ = ["GenerationOutcome", "extension_for", "generate", "save_media", "submit_generation"]
+# The tasks `save_media` and `submit_generation` live in flows/tasks.py; `extension_for` in flows/paid_job.py.
+__all__ = ["GenerationOutcome", "extension_for", "generate", "generate_job"]
 
 _RUN_HOOKS: list[Any] = [release_run_budget]
 _PLACEHOLDER_URL = "https://placeholder.invalid/input.png"
