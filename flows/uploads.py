@@ -36,10 +36,10 @@ from prefect_stablestudio.flows.errors import FailedBeforePayment, UploadFailedA
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import UnreconciledPayment
 from prefect_stablestudio.flows.retries import is_transient
-from prefect_stablestudio.flows.steps import STEP_LOG_LEVEL, StepClients, client_per_step
+from prefect_stablestudio.flows.steps import STEP_LOG_LEVEL, StepClients
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions
 
-__all__ = ["PaymentLog", "TicketBook", "UploadedImage", "client_per_step", "upload"]
+__all__ = ["PaymentLog", "TicketBook", "UploadedImage", "upload"]
 
 
 class UploadedImage(BaseModel):
