@@ -61,18 +61,15 @@ from prefect_stablestudio.blocks.prefect_http import increment_caps
 from prefect_stablestudio.blocks.run_float import FLOATS, RUN_FLOAT, FloatKey
 from prefect_stablestudio.client.errors import BudgetExceeded
 from prefect_stablestudio.client.money import plain_dollars_from_atomic, usd_exact_from_atomic
-from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks, PaymentOutcome
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, State
     from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
     from prefect.flows import Flow
 
-    from prefect_stablestudio.client.x402 import Quote
 
 __all__ = [
     "NEVER_DECAY",
-    "BudgetHooks",
     "CapLimit",
     "CapName",
     "SpendBudget",
@@ -418,47 +415,6 @@ class SpendBudget:
         )
 
 
-class BudgetHooks(NoHooks):
-    """Payment hooks that reserve budget before signing and refund it when the server rejects the payment.
-
-    Spend counts the quoted amount of every payment that was signed and not rejected: a payment whose outcome
-    is unknown stays counted (it may have moved money).
-
-    Args:
-        budget: the caps to reserve from.
-        inner: further hooks (for example the payment-intent store) called after the budget's own work.
-    """
-
-    def __init__(self, budget: SpendBudget, inner: PaymentHooks | None = None) -> None:
-        self.budget = budget
-        self.inner = inner
-
-    async def before_signing(self, quote: Quote) -> None:
-        """Reserve the quoted amount; raise `SpendCapExceeded` to refuse."""
-        await self.budget.reserve(quote.amount)
-        if self.inner is not None:
-            try:
-                await self.inner.before_signing(quote)
-            except BaseException:
-                await self.budget.refund(quote.amount)
-                raise
-
-    async def after_signing(self, payment: Payment) -> None:
-        """Pass through to the inner hooks (which persist the payment); if they fail, nothing is sent."""
-        if self.inner is not None:
-            try:
-                await self.inner.after_signing(payment)
-            except BaseException:
-                # The client sends nothing when this hook raises: the reservation bought nothing.
-                await self.budget.refund(payment.amount)
-                raise
-
-    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
-        """Refund a rejected payment (no money moved), then pass through."""
-        if outcome.status == "rejected":
-            await self.budget.refund(payment.amount)
-        if self.inner is not None:
-            await self.inner.after_outcome(payment, outcome)
 
 
 async def release_run_budget(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:

@@ -17,7 +17,8 @@ from eth_account import Account
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from prefect_stablestudio.blocks.budget import BudgetHooks, CapName, SpendBudget, current_flow_run_id
+from prefect_stablestudio.blocks.budget import CapName, SpendBudget, current_flow_run_id
+from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.client.downloads import MAX_IMAGE_RESULT_BYTES, MAX_VIDEO_RESULT_BYTES, ResultMedia
 from prefect_stablestudio.client.money import atomic_from_dollars
 from prefect_stablestudio.client.policy import (
@@ -326,10 +327,11 @@ class StableStudioWallet(CredentialsBlock):
         cap applies to that flow run unless `flow_run_id` says otherwise.
 
         Args:
-            hooks: extra payment hooks, called after the budget's (e.g. to persist payment intents).
+            hooks: the paying step's record, called after the caps' reservation (`PaymentGuard`'s `record`),
+                or a whole `PaymentGuard` with `enforce_budget=False`.
             flow_run_id: the flow run whose per-run cap applies; default: the current one, if any.
-            enforce_budget: reserve the server-side caps before signing (only tests of the raw client
-                should turn this off).
+            enforce_budget: wrap `hooks` in a `PaymentGuard` reserving the server-side caps before signing;
+                off for a `hooks` that is a guard already (the flows' clients) and tests of the raw client.
             **client_kwargs: passed to `StableStudioClient` (timeout, max_connections, ...).
 
         Example:
@@ -342,7 +344,7 @@ class StableStudioWallet(CredentialsBlock):
 
         run_id = flow_run_id if flow_run_id is not None else current_flow_run_id()
         bound: PaymentHooks | None = (
-            BudgetHooks(self.budget(run_id), inner=hooks) if enforce_budget else hooks
+            PaymentGuard(self.budget(run_id), record=hooks) if enforce_budget else hooks
         )
         return StableStudioClient(
             self.private_key.get_secret_value(),

@@ -9,14 +9,13 @@ Example:
 """
 
 from prefect_stablestudio.flows.edit import (
-    EditBatchFailed,
-    EditFailed,
     edit_image,
     edit_image_sync,
     edit_images,
     edit_images_sync,
 )
-from prefect_stablestudio.flows.generate import GenerationOutcome, generate, save_media, submit_generation
+from prefect_stablestudio.flows.errors import EditBatchFailed, EditFailed, UploadFailedAfterPaying
+from prefect_stablestudio.flows.generate import GenerationOutcome, generate
 from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, intent_key
 from prefect_stablestudio.flows.models import (
     BatchResult,
@@ -29,13 +28,14 @@ from prefect_stablestudio.flows.models import (
 from prefect_stablestudio.flows.pipelines import PipelineReport, edit_new_images
 from prefect_stablestudio.flows.preflight import quote_edits, quote_edits_flow
 from prefect_stablestudio.flows.quotes import BatchQuote, QuoteLine
-from prefect_stablestudio.flows.reconcile import UploadFailedAfterPaying
 from prefect_stablestudio.flows.shards import ShardedReport, edit_shard, edit_sharded
 from prefect_stablestudio.flows.tasks import (
     PaidJob,
     UploadedImage,
+    save_media,
     save_result,
     submit_edit,
+    submit_generation,
     upload_image,
     wait_for_job,
 )

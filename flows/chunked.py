@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel, Field
 
-from prefect_stablestudio.flows.edit import EditBatchFailed
+from prefect_stablestudio.flows.errors import EditBatchFailed
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
 from prefect_stablestudio.flows.preflight import preflight_job
 

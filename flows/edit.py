@@ -4,7 +4,8 @@ A batch runs its edits in a few task runs ("Edit cat.png and 24 more") on one cl
 all within the batch's `max_concurrency`. A task run per edit costs ~12 ms of
 CPU here and ~40 ms in Prefect's API server (bench/), more than the edit itself; so by default a batch has at
 most 8 task runs of up to 100 edits each (`edits_per_task` sets it; 1 gives a task run per edit). Every edit
-still shows in the run's table artifact and its logs. What one edit does is in `flows/batch.py`.
+still shows in the run's table artifact and its logs. What one edit does is the paid-job procedure,
+`flows/paid_job.py` (`edit_one`).
 
 The wallet is passed by block name: a Block-typed parameter breaks runs started from the UI (Prefect #14393).
 """
@@ -39,17 +40,16 @@ from prefect_stablestudio.flows.artifacts import (
     run_table_artifact,
     summary_artifact,
 )
-from prefect_stablestudio.flows.batch import EditBatch
+from prefect_stablestudio.flows.errors import EditBatchFailed, EditFailed
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import BatchResult, EditItem, EditOptions, EditOutcome
+from prefect_stablestudio.flows.paid_job import JobRunner, edit_one
 from prefect_stablestudio.flows.preflight import before_paying
 from prefect_stablestudio.flows.receipts import Receipt, ReceiptBook
+from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import StorageOptions
-from prefect_stablestudio.flows.tasks import load_wallet
 
 __all__ = [
-    "EditBatchFailed",
-    "EditFailed",
     "edit_image",
     "edit_image_sync",
     "edit_images",
@@ -67,24 +67,6 @@ SMALL_BATCH = 20
 an image artifact per edit; larger ones a log line per tenth of the batch."""
 
 
-class EditFailed(RuntimeError):
-    """An edit did not produce a saved result. `outcome` says why (and whether it was paid)."""
-
-    def __init__(self, outcome: EditOutcome) -> None:
-        super().__init__(f"edit of {outcome.images[0]} {outcome.status}: {outcome.error}")
-        self.outcome = outcome
-
-
-class EditBatchFailed(RuntimeError):
-    """Some edits of a batch failed; the others are saved. `result` holds every outcome."""
-
-    def __init__(self, result: BatchResult) -> None:
-        failed = result.failed
-        first = f" (first: {failed[0].images[0]}: {failed[0].error})" if failed else ""
-        super().__init__(f"{len(failed)} of {len(result.outcomes)} edits failed{first}")
-        self.result = result
-
-
 def edits_per_task_run(edits: int, requested: int | None = None) -> int:
     """How many edits one task run of a batch carries: `requested`, or ceil(edits / 8) capped at 100.
 
@@ -100,12 +82,19 @@ def edits_per_task_run(edits: int, requested: int | None = None) -> int:
 
 
 @dataclass
-class _Shared:
+class BatchRun:
     """What the task runs of one batch share (in the flow's event loop: async tasks called from an async flow
-    run inline in it): one client and its connection pool, the concurrency gate, outcomes, progress."""
+    run inline in it): the job runner and its one client (one connection pool), the edits' settings, the
+    concurrency gate, outcomes, progress."""
 
+    runner: JobRunner
+    clients: steps.StepClients
     prompt: str | None
-    open_client: steps.OpenClient
+    destination: str
+    options: EditOptions
+    user_key: str | None
+    max_wait_seconds: float
+    expected_job_seconds: float
     gate: asyncio.Semaphore
     progress: BatchProgress
     prefix: str
@@ -118,31 +107,34 @@ def _label(items: list[EditItem]) -> str:
     return first if len(items) == 1 else f"{first} and {len(items) - 1} more"
 
 
-@task(name="edit-chunk", task_run_name="Edit {label}", cache_policy=NO_CACHE)
-async def edit_chunk(
-    batch: EditBatch, shared: _Shared, chunk: list[tuple[int, EditItem]], label: str
-) -> State[None] | None:
-    """Run the edits of one chunk at once (within the batch's gate, on its client); Failed if any failed.
+@task(name="edit-group", task_run_name="Edit {label}", cache_policy=NO_CACHE)
+async def edit_group(run: BatchRun, group: list[tuple[int, EditItem]], label: str) -> State[None] | None:
+    """Run the edits of one group of a batch at once (within the batch's gate, on its client); Failed if any
+    failed.
 
-    Each edit retries its own transient failures (`flows/batch.py`); this task run is not retried, so a
-    failure here never repeats the chunk's finished edits.
+    Each edit retries its own transient failures (`flows/paid_job.py`); this task run is not retried, so a
+    failure here never repeats the group's finished edits.
     """
-    steps.STEP_LOG_LEVEL.set(batch.step_log_level)
+    steps.STEP_LOG_LEVEL.set(run.runner.step_log_level)
 
     async def one(index: int, item: EditItem) -> None:
-        async with shared.gate:
-            outcome = await batch.edit(shared.open_client, item, shared.prompt)
-        shared.outcomes[index] = outcome
-        if outcome.ok and shared.artifact_per_edit:
-            await edit_artifact(outcome, prefix=shared.prefix, storage_options=batch.storage_options)
-        await shared.progress.advance(outcome.ok)
+        async with run.gate:
+            outcome = await edit_one(
+                run.runner, run.clients, item, default_prompt=run.prompt, destination=run.destination,
+                options=run.options, user_key=run.user_key, expected_seconds=run.expected_job_seconds,
+                max_wait_seconds=run.max_wait_seconds,
+            )
+        run.outcomes[index] = outcome
+        if outcome.ok and run.artifact_per_edit:
+            await edit_artifact(outcome, prefix=run.prefix, storage_options=run.runner.storage_options)
+        await run.progress.advance(outcome.ok)
 
-    await asyncio.gather(*(one(index, item) for index, item in chunk))
-    failed = [o for o in (shared.outcomes[i] for i, _ in chunk) if o is not None and not o.ok]
+    await asyncio.gather(*(one(index, item) for index, item in group))
+    failed = [o for o in (run.outcomes[i] for i, _ in group) if o is not None and not o.ok]
     if failed:
         # A Failed state, not an exception: each edit has logged its own error, no traceback to add.
         first = f"{failed[0].images[0]}: {failed[0].error}"
-        return Failed(message=f"{len(failed)} of {len(chunk)} edits failed (first: {first})"[:2000])
+        return Failed(message=f"{len(failed)} of {len(group)} edits failed (first: {first})"[:2000])
     return None
 
 
@@ -194,10 +186,8 @@ async def _run_batch(
         if dry_run:
             return BatchResult(outcomes=[], spent_usd=Decimal(0), quoted_usd=quoted)
     single, small = len(items) == 1, len(items) <= SMALL_BATCH
-    batch = EditBatch(
-        wallet, store, destination=destination, options=options, storage_options=storage_options,
-        user_key=idempotency_key, max_wait_seconds=max_wait_seconds,
-        expected_job_seconds=expected_job_seconds, max_result_bytes=max_result_bytes,
+    runner = JobRunner(
+        wallet, store, storage_options=storage_options, max_result_bytes=max_result_bytes,
         # A batch shows its progress in one artifact: one per job would cost an API write per poll (~10 ms of
         # CPU per edit, bench/) and bury the batch's own among hundreds.
         job_progress=single,
@@ -211,32 +201,34 @@ async def _run_batch(
     await progress.start()
     size = edits_per_task_run(len(items), edits_per_task)
     numbered = list(enumerate(items))
-    chunks = [numbered[i : i + size] for i in range(0, len(numbered), size)]
+    groups = [numbered[i : i + size] for i in range(0, len(numbered), size)]
     book, started = ReceiptBook.beside(store), datetime.now(UTC).date()
-    async with steps.shared_client(wallet, book) as open_client:
-        shared = _Shared(
-            prompt=prompt, open_client=open_client, gate=asyncio.Semaphore(max_concurrency),
+    async with steps.one_client_for_steps(wallet, book) as clients:
+        run = BatchRun(
+            runner=runner, clients=clients, prompt=prompt, destination=destination, options=options,
+            user_key=idempotency_key, max_wait_seconds=max_wait_seconds,
+            expected_job_seconds=expected_job_seconds, gate=asyncio.Semaphore(max_concurrency),
             progress=progress, prefix=prefix,
             artifact_per_edit=small if artifact_per_edit is None else artifact_per_edit,
             outcomes=[None] * len(items),
         )
         # return_state: a task run with failed edits ends Failed in the UI, yet never stops its siblings.
         runs = [
-            edit_chunk(
-                cast(Any, quote(batch)), cast(Any, quote(shared)), cast(Any, quote(chunk)),
-                _label([item for _, item in chunk]), return_state=True,
+            edit_group(
+                cast(Any, quote(run)), cast(Any, quote(group)), _label([item for _, item in group]),
+                return_state=True,
             )
-            for chunk in chunks
+            for group in groups
         ]
         states = await asyncio.gather(*cast(list[Awaitable[State[None]]], runs))
     outcomes: list[EditOutcome] = []
     for index, item in enumerate(items):
-        outcome = shared.outcomes[index]
+        outcome = run.outcomes[index]
         if outcome is None:  # its task run ended before this edit could report
-            chunk_state = states[index // size]
+            group_state = states[index // size]
             outcome = EditOutcome(
                 images=list(item.images), prompt=item.prompt or prompt or "", status="failed",
-                idempotency_key="", error=f"task run {chunk_state.name}: {chunk_state.message}"[:1000],
+                idempotency_key="", error=f"task run {group_state.name}: {group_state.message}"[:1000],
             )
         outcomes.append(outcome)
     spent = sum((o.upload_cost_usd + (o.cost_usd if o.paid_now else 0) for o in outcomes), Decimal(0))

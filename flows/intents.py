@@ -56,7 +56,8 @@ from prefect_stablestudio.client.errors import PolicyRefused
 from prefect_stablestudio.client.models import UploadTicket
 from prefect_stablestudio.client.payment import Payment, PaymentOutcome
 from prefect_stablestudio.client.x402 import Quote
-from prefect_stablestudio.flows.storage import StorageOptions, local_path
+from prefect_stablestudio.flows.models import EditOptions
+from prefect_stablestudio.flows.storage import InputImage, StorageOptions, local_path
 
 __all__ = [
     "IntentHooks",
@@ -65,6 +66,7 @@ __all__ = [
     "PaymentIntent",
     "PaymentTerms",
     "default_intent_url",
+    "edit_intent_key",
     "intent_key",
 ]
 
@@ -103,6 +105,20 @@ def intent_key(
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def edit_intent_key(
+    wallet: str, inputs: list[InputImage], prompt: str, options: EditOptions, user_key: str | None
+) -> str:
+    """The idempotency key of one Flux 2 Pro edit: its wallet, inputs (URI and sha256), prompt, options and
+    user key."""
+    return intent_key(
+        "flux-2-pro/edit",
+        wallet,
+        inputs=[(i.uri, i.sha256) for i in inputs],
+        params={"prompt": prompt, **options.request_params()},
+        user_key=user_key,
+    )
 
 
 def default_intent_url() -> str:

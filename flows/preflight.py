@@ -241,7 +241,7 @@ async def preflight_job(
     Raises:
         PreflightRefused: a shared cap or the balance is short for the whole job (nothing paid).
     """
-    from prefect_stablestudio.flows.tasks import load_wallet
+    from prefect_stablestudio.flows.steps import load_wallet
 
     wallet = await load_wallet(wallet_block)
     budget = await wallet.ensure_budget_limits(None)
@@ -272,7 +272,7 @@ async def quote_edits(
         print(quote.total_usd, quote.rows())
         ```
     """
-    from prefect_stablestudio.flows.tasks import load_wallet
+    from prefect_stablestudio.flows.steps import load_wallet
 
     wallet = await load_wallet(wallet_block)
     return await quote_batch(
@@ -301,7 +301,7 @@ async def quote_edits_flow(
         quote = await quote_edits_flow("my-wallet", ["s3://in/a.png"], prompt="make it snow")
         ```
     """
-    from prefect_stablestudio.flows.tasks import load_wallet
+    from prefect_stablestudio.flows.steps import load_wallet
 
     quote = await quote_edits(
         wallet_block, items, prompt, options, storage_options, intent_store_url, idempotency_key

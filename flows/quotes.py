@@ -43,8 +43,7 @@ from prefect_stablestudio.client.money import atomic_from_dollars, dollars_from_
 from prefect_stablestudio.client.prices import published_max_price
 from prefect_stablestudio.client.studio import StableStudioClient
 from prefect_stablestudio.client.x402 import Quote
-from prefect_stablestudio.flows.batch import edit_intent_key
-from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent
+from prefect_stablestudio.flows.intents import IntentStore, PaymentIntent, edit_intent_key
 from prefect_stablestudio.flows.models import EditItem, EditOptions
 from prefect_stablestudio.flows.storage import InputImage, StorageOptions, read_input
 

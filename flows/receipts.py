@@ -32,9 +32,8 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -63,28 +62,12 @@ if TYPE_CHECKING:
     from prefect_stablestudio.client.studio import StableStudioClient
     from prefect_stablestudio.client.x402 import Quote
 
-__all__ = ["PaymentRecorder", "Receipt", "ReceiptBook", "buying", "reporting", "route_of"]
+__all__ = ["PaymentRecorder", "Receipt", "ReceiptBook", "reporting", "route_of"]
 
 Outcome = Literal["settled", "unknown", "rejected"]
 _RANK = {"rejected": 0, "unknown": 1, "settled": 2}
 _NAME = re.compile(r"(0x[0-9a-fA-F]+)-(settled|unknown|rejected)\.json")
 _log = logging.getLogger("prefect_stablestudio.receipts")
-
-_INPUTS: ContextVar[tuple[str, ...]] = ContextVar("stablestudio_purchase_inputs", default=())
-
-
-@contextmanager
-def buying(inputs: list[str]) -> Iterator[None]:
-    """Name the inputs (URIs) that the payments made inside this block buy: receipts list them.
-
-    A context variable, so the concurrent edits of a batch (each its own asyncio task) never mix them up.
-    """
-    token = _INPUTS.set(tuple(inputs))
-    try:
-        yield
-    finally:
-        _INPUTS.reset(token)
-
 
 def route_of(resource_url: str) -> str:
     """The route a payment bought, from its resource URL.
@@ -256,12 +239,17 @@ class PaymentRecorder:
         wallet: the paying wallet (its address and block name label receipts and events).
         book: where receipts go.
         inner: the step's own hooks (intent store, payment log), called first.
+        inputs: the inputs (URIs) the payments buy: receipts list them.
     """
 
-    def __init__(self, wallet: StableStudioWallet, book: ReceiptBook, inner: PaymentHooks | None) -> None:
+    def __init__(
+        self, wallet: StableStudioWallet, book: ReceiptBook, inner: PaymentHooks | None,
+        *, inputs: Sequence[str] = (),
+    ) -> None:
         self.wallet = wallet
         self.book = book
         self.inner = inner
+        self.inputs = list(inputs)
 
     async def before_signing(self, quote: Quote) -> None:
         """Pass through."""
@@ -286,7 +274,7 @@ class PaymentRecorder:
             return
         try:
             receipt = Receipt.of(
-                payment, outcome, wallet_block=self.wallet.block_name, inputs=list(_INPUTS.get())
+                payment, outcome, wallet_block=self.wallet.block_name, inputs=self.inputs
             )
         except Exception as exc:
             _log.warning("receipt of payment %s not built: %s", payment.nonce, type(exc).__name__)

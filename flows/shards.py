@@ -71,8 +71,8 @@ from prefect_stablestudio.flows.shard_plan import (
     shard_digest,
     write_record,
 )
+from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import StorageOptions, join_uri
-from prefect_stablestudio.flows.tasks import load_wallet
 
 __all__ = [
     "SHARDS_FOLDER",

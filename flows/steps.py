@@ -1,9 +1,11 @@
-"""The four steps of an edit as plain async functions: upload, submit (paid), wait, save.
+"""The steps of a paid job as plain async functions: submit (paid), wait, save; and the clients they run on.
 
-The public tasks in `flows/tasks.py` wrap each one with its own client; the flows run all four on one client
-shared by the edits of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths
-run this code, so the money rules live in one place. Each step takes `open_client(hooks)`: an async context
-manager giving a client whose payment hooks (after the budget's) are `hooks`.
+The upload step is in `flows/uploads.py` beside its records. The public tasks in `flows/tasks.py` wrap each
+step with a client of its own; a paid job (`flows/paid_job.py`) runs them all on one client shared by the
+jobs of a task run (a Prefect task run and a connection pool each cost CPU, bench/). Both paths run this code,
+so the money rules live in one place. Each step takes `clients`, a `StepClients`: `clients(record, inputs)`
+opens a client whose payments go through a `PaymentGuard` (`blocks/payment_guard.py`: caps, then `record`,
+then receipts, in the order written there).
 
 Steps log what they do at `STEP_LOG_LEVEL` (INFO by default); batches lower it to DEBUG and log one line per
 edit instead, so a night of thousands of edits does not send six log records per edit to Prefect's API.
@@ -12,67 +14,57 @@ edit instead, so a night of thousands of edits does not send six log records per
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import httpx
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from prefect_stablestudio.blocks import StableStudioWallet
+from prefect_stablestudio.blocks.budget import current_flow_run_id
+from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.client import tls_context
 from prefect_stablestudio.client.downloads import ResultMedia, ResultStream, open_result
-from prefect_stablestudio.client.errors import RateLimited, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import EditRequest, Job, JobResult
-from prefect_stablestudio.client.money import dollars_from_atomic
-from prefect_stablestudio.client.payment import Payment, PaymentHooks, PaymentOutcome
+from prefect_stablestudio.client.payment import Payment, PaymentHooks
 from prefect_stablestudio.client.studio import StableStudioClient
-from prefect_stablestudio.client.x402 import Quote
 from prefect_stablestudio.flows.intents import IntentHooks, IntentStore, PaymentIntent, PaymentTerms
 from prefect_stablestudio.flows.models import SavedResult
-from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, buying, reporting
-from prefect_stablestudio.flows.reconcile import PaymentLog, UploadFailedAfterPaying
+from prefect_stablestudio.flows.receipts import PaymentRecorder, ReceiptBook, reporting
 from prefect_stablestudio.flows.result_files import write_chunks
-from prefect_stablestudio.flows.storage import InputImage, StorageOptions
-from prefect_stablestudio.flows.tickets import TicketBook
+from prefect_stablestudio.flows.storage import StorageOptions
 
-OpenClient = Callable[[PaymentHooks | None], AbstractAsyncContextManager[StableStudioClient]]
-"""`open_client(hooks)`: a client (in `async with`) whose payment hooks, after the budget's, are `hooks`."""
 
-_TRANSIENT = (httpx.TransportError, RateLimited)
+class StepClients(Protocol):
+    """`clients(record, inputs)`: a client (in `async with`) whose payments go through a `PaymentGuard`
+    with the step's `record` (its steps 2, 3 and 6; None for a step that pays nothing) and receipts naming
+    `inputs`."""
+
+    def __call__(
+        self, record: PaymentHooks | None, inputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[StableStudioClient]: ...
+
 
 STEP_LOG_LEVEL: ContextVar[int] = ContextVar("stablestudio_step_log_level", default=logging.INFO)
 """The level of the steps' progress lines (uploaded, submitted, job status, saved); warnings stay warnings."""
 
-_STEP_HOOKS: ContextVar[PaymentHooks | None] = ContextVar("stablestudio_step_hooks", default=None)
+WalletRef = str | StableStudioWallet
+"""A saved block's name, or a block instance."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A network error, a rate limit or a 5xx: worth another attempt."""
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, UpstreamError) and exc.status >= 500
-
-
-class UploadedImage(BaseModel):
-    """An input image uploaded to StableStudio's blob store."""
-
-    model_config = ConfigDict(frozen=True)
-
-    uri: str
-    sha256: str
-    blob_url: str
-    cost: int = 0
-    ticket_reused: bool = Field(default=False, description="Uploaded with a ticket paid earlier: no new fee.")
-    tickets_bought: int = Field(default=1, description="Tickets this upload paid for now (2: a further fee).")
-    rebought_because: Literal["expired", "refused"] | None = None
+async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
+    """The wallet block itself, loading it by name when given a string."""
+    if isinstance(wallet, StableStudioWallet):
+        return wallet
+    return await StableStudioWallet.aload(wallet)
 
 
 class PaidJob(BaseModel):
-    """A submitted, paid edit job and the payment that bought it."""
+    """A submitted, paid job and the payment that bought it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -88,151 +80,74 @@ class PaidJob(BaseModel):
         return self.payment.amount if self.payment else 0
 
 
-class FailedBeforePayment(StableStudioError):
-    """A transient failure before anything was signed: retrying cannot pay twice."""
+def _guard(
+    wallet: StableStudioWallet, book: ReceiptBook, record: PaymentHooks | None, inputs: Sequence[str]
+) -> PaymentGuard:
+    """The hooks of every payment a step makes: caps, then `record`, then the receipt (`PaymentGuard`)."""
+    return PaymentGuard(
+        wallet.budget(current_flow_run_id()), record=record,
+        report=PaymentRecorder(wallet, book, None, inputs=inputs),
+    )
 
 
-def own_client(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> OpenClient:
-    """`open_client` that opens (and closes) a new client of `wallet` per step.
+def client_per_step(wallet: StableStudioWallet, receipts: ReceiptBook | None = None) -> StepClients:
+    """`StepClients` that open (and close) a new client of `wallet` per step.
 
     Every payment gets a receipt in `receipts` (default: the book beside the default intent store) and an
     event; refusals and failed paid jobs get an event (`receipts.reporting`).
 
     Example:
         ```python
-        blob = await upload(own_client(wallet), image)
+        blob = await upload(client_per_step(wallet), image)
         ```
     """
     book = receipts or ReceiptBook()
 
-    def open_client(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-        return reporting(wallet, wallet.get_client(hooks=PaymentRecorder(wallet, book, hooks)))
+    def clients(
+        record: PaymentHooks | None, inputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[StableStudioClient]:
+        guard = _guard(wallet, book, record, inputs)
+        return reporting(wallet, wallet.get_client(hooks=guard, enforce_budget=False))
 
-    return open_client
-
-
-class _StepHooks:
-    """Forwards to the hooks of the step that runs in the current asyncio task (a context variable)."""
-
-    async def before_signing(self, quote: Quote) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.before_signing(quote)
-
-    async def after_signing(self, payment: Payment) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.after_signing(payment)
-
-    async def after_outcome(self, payment: Payment, outcome: PaymentOutcome) -> None:
-        inner = _STEP_HOOKS.get()
-        if inner is not None:
-            await inner.after_outcome(payment, outcome)
+    return clients
 
 
 @asynccontextmanager
-async def shared_client(
+async def one_client_for_steps(
     wallet: StableStudioWallet, receipts: ReceiptBook | None = None
-) -> AsyncIterator[OpenClient]:
-    """One client (one pool) for many steps: yields an `open_client` lending it with a step's hooks.
+) -> AsyncIterator[StepClients]:
+    """One client (one pool) for many steps: yields `StepClients` lending it with each step's own guard.
 
-    Steps of concurrent edits may share it when each edit runs in its own asyncio task (`asyncio.gather` and
-    `create_task` make one): a step's hooks live in a context variable of the task that runs it, so one
-    edit's payment is never persisted under another edit's record. Receipts and events as in `own_client`.
+    Steps of concurrent jobs share the pool, the session and what the client learnt; each step's client is
+    a view with its own `PaymentGuard` (`StableStudioClient.with_hooks`), so one job's payment is never
+    persisted under another job's record. Receipts and events as in `client_per_step`.
 
     Example:
         ```python
-        async with shared_client(wallet) as open_client:
-            image = await upload(open_client, image)
+        async with one_client_for_steps(wallet) as clients:
+            image = await upload(clients, image)
         ```
     """
     book = receipts or ReceiptBook()
-    async with wallet.get_client(hooks=PaymentRecorder(wallet, book, _StepHooks())) as client:
+    budget = wallet.budget(current_flow_run_id())
+    # The shared client itself pays nothing: every payment goes through a step's view and its guard.
+    async with wallet.get_client(enforce_budget=False) as client:
 
         @asynccontextmanager
-        async def borrow(hooks: PaymentHooks | None) -> AsyncIterator[StableStudioClient]:
-            token = _STEP_HOOKS.set(hooks)
-            try:
-                yield client
-            finally:
-                _STEP_HOOKS.reset(token)
+        async def view(guard: PaymentGuard) -> AsyncIterator[StableStudioClient]:
+            yield client.with_hooks(guard)
 
-        def lend(hooks: PaymentHooks | None) -> AbstractAsyncContextManager[StableStudioClient]:
-            return reporting(wallet, borrow(hooks))
+        def clients(
+            record: PaymentHooks | None, inputs: Sequence[str] = ()
+        ) -> AbstractAsyncContextManager[StableStudioClient]:
+            report = PaymentRecorder(wallet, book, None, inputs=inputs)
+            return reporting(wallet, view(PaymentGuard(budget, record=record, report=report)))
 
-        yield lend
-
-
-async def upload(
-    open_client: OpenClient,
-    image: InputImage,
-    *,
-    filename: str | None = None,
-    storage_options: StorageOptions | None = None,
-    store: IntentStore | None = None,
-) -> UploadedImage:
-    """Upload one image (streamed); see `prefect_stablestudio.flows.tasks.upload_image` for the errors.
-
-    With `store`, the upload's paid ticket is recorded as soon as it arrives (before the PUT) under a key of
-    the wallet, the input and its name, and a retry or rerun uses it while it is valid: one fee per upload.
-    A further ticket (the kept one expired or was refused) is logged at WARNING and counted in
-    `UploadedImage.tickets_bought`.
-
-    Example:
-        ```python
-        uploaded = await upload(own_client(wallet), await read_input("s3://photos/cat.png"), store=store)
-        ```
-    """
-    log = PaymentLog()
-    name = filename or image.filename
-    async with open_client(log) as client:
-        book = await TicketBook.open(store, client.address, image, name) if store is not None else None
-        if book is not None and book.finished_blob is not None:
-            return UploadedImage(
-                uri=image.uri, sha256=image.sha256, blob_url=book.finished_blob, cost=0, ticket_reused=True,
-                tickets_bought=0,
-            )
-        try:
-            with buying([image.uri]):
-                result = await client.upload_detailed(
-                    image.source,
-                    filename=name,
-                    content_type=image.content_type,
-                    storage_options=storage_options,
-                    ticket=book.held if book is not None else None,
-                    on_ticket=book.keep if book is not None else None,
-                )
-        except Exception as exc:
-            # This call's own log: the client may be shared with edits that signed meanwhile.
-            if not log.signed and is_transient(exc):
-                raise FailedBeforePayment(f"upload failed before paying: {exc}") from exc
-            owed = log.unreconciled("upload", exc)
-            if owed:
-                raise UploadFailedAfterPaying.listing(image.uri, owed, exc) from exc
-            raise
-    cost = sum(p.amount for p in result.payments)
-    logger = get_run_logger()
-    if result.rebought_because is not None:
-        logger.warning(
-            "upload of %s bought a further ticket ($%s) because the one paid earlier %s",
-            image.uri[:200], dollars_from_atomic(result.payments[-1].amount) if result.payments else 0,
-            "had expired" if result.rebought_because == "expired" else "was refused by the blob API",
-        )
-    if book is not None:
-        await book.finish(image, result.blob_url)
-    logger.log(
-        STEP_LOG_LEVEL.get(), "uploaded %s (%d bytes) for $%s%s", image.uri[:200], result.size,
-        dollars_from_atomic(cost), " (with a ticket paid earlier)" if result.ticket_reused else "",
-    )
-    return UploadedImage(
-        uri=image.uri, sha256=image.sha256, blob_url=result.blob_url, cost=cost,
-        ticket_reused=result.ticket_reused, tickets_bought=len(result.payments),
-        rebought_because=result.rebought_because,
-    )
+        yield clients
 
 
 async def submit(
-    open_client: OpenClient,
+    clients: StepClients,
     wallet: StableStudioWallet,
     request: EditRequest,
     idempotency_key: str,
@@ -244,16 +159,17 @@ async def submit(
 
     Example:
         ```python
-        job = await submit(own_client(wallet), wallet, EditRequest(prompt="snow", images=[url]), key, store)
+        request = EditRequest(prompt="snow", images=[url])
+        job = await submit(client_per_step(wallet), wallet, request, key, store)
         ```
     """
     return await submit_route(
-        open_client, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store, known=known
+        clients, wallet, "flux-2-pro", "edit", request.body(), idempotency_key, store, known=known
     )
 
 
 async def submit_route(
-    open_client: OpenClient,
+    clients: StepClients,
     wallet: StableStudioWallet,
     model: str,
     operation: str,
@@ -273,7 +189,7 @@ async def submit_route(
     Example:
         ```python
         body = build_request("grok", "generate", {"prompt": "a lighthouse"}).body()
-        job = await submit_route(own_client(wallet), wallet, "grok", "generate", body, key, store)
+        job = await submit_route(client_per_step(wallet), wallet, "grok", "generate", body, key, store)
         ```
     """
     logger = get_run_logger()
@@ -298,11 +214,10 @@ async def submit_route(
     hooks = IntentHooks(store, intent, defer_settled=True)
     try:
         inputs = [rec["uri"] for rec in intent.inputs if rec.get("uri")] or _image_urls(body)
-        async with open_client(hooks) as client:
-            with buying(inputs):
-                job = await client.submit_generation(
-                    model, operation, body, payment=resend, idempotency_key=idempotency_key
-                )
+        async with clients(hooks, inputs) as client:
+            job = await client.submit_generation(
+                model, operation, body, payment=resend, idempotency_key=idempotency_key
+            )
     except BaseException:
         try:
             await hooks.flush()  # a settled payment is on record before the error goes on
@@ -335,7 +250,7 @@ def _image_urls(body: dict[str, Any]) -> list[str]:
 
 
 async def wait(
-    open_client: OpenClient,
+    clients: StepClients,
     job_id: str,
     *,
     max_wait_seconds: float = 600.0,
@@ -346,7 +261,7 @@ async def wait(
 
     Example:
         ```python
-        result = await wait(own_client(wallet), job.job_id, report_progress=False)
+        result = await wait(client_per_step(wallet), job.job_id, report_progress=False)
         ```
     """
     logger = get_run_logger()
@@ -374,7 +289,7 @@ async def wait(
         except Exception as exc:  # reporting never fails the wait
             logger.warning("progress artifact not updated: %s", exc)
 
-    async with open_client(None) as client:
+    async with clients(None) as client:
         return await client.wait_for_job(
             job_id, timeout=max_wait_seconds, expected_seconds=expected_seconds, on_progress=on_progress
         )
@@ -387,11 +302,11 @@ async def open_download(
     media: ResultMedia = "image",
     max_bytes: int | None = None,
     download_timeout: float = 60.0,
-    open_client: OpenClient | None = None,
+    clients: StepClients | None = None,
 ) -> AsyncIterator[ResultStream]:
     """Open a result URL (they expire: at once) as a bounded, checked stream; see `open_result`.
 
-    With `open_client`, the download goes through that client's connection pool and its wallet's limits;
+    With `clients`, the download goes through that client's connection pool and its wallet's limits;
     otherwise through a short-lived HTTP client of its own and the default limits. `max_bytes` overrides
     the limit for `media`. No credentials are sent.
 
@@ -401,8 +316,8 @@ async def open_download(
             written = await write_chunks(result.chunks(), "s3://edits/cat.png")
         ```
     """
-    if open_client is not None:
-        async with open_client(None) as client:
+    if clients is not None:
+        async with clients(None) as client:
             async with client.stream_download(url, media=media, max_bytes=max_bytes) as result:
                 yield result
         return
@@ -418,7 +333,7 @@ async def save(
     *,
     storage_options: StorageOptions | None = None,
     download_timeout: float = 60.0,
-    open_client: OpenClient | None = None,
+    clients: StepClients | None = None,
     media: ResultMedia = "image",
     max_bytes: int | None = None,
 ) -> SavedResult:
@@ -434,7 +349,7 @@ async def save(
         ```
     """
     async with open_download(
-        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, open_client=open_client
+        url, media=media, max_bytes=max_bytes, download_timeout=download_timeout, clients=clients
     ) as result:
         target = destination(result.content_type) if callable(destination) else destination
         written = await write_chunks(result.chunks(), target, storage_options)

@@ -1,7 +1,8 @@
 """Prefect tasks: upload an image, submit a paid edit, wait for the job, save the result.
 
 Each task creates its own HTTP client (a submitted task may run on its own event loop) and takes the wallet
-by block name or as a block. Retries are chosen so that none can pay twice:
+by block name or as a block. Retries (counts and delays in `flows/retries.py`) are chosen so that none can pay
+twice:
 
 - `upload_image` retries only failures that happened before anything was signed;
 - `submit_edit` reconciles with the payment-intent store on every attempt (a retry re-sends the same signed
@@ -23,78 +24,41 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-from prefect import Task, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 
-from prefect_stablestudio.blocks import StableStudioWallet
-from prefect_stablestudio.client.errors import StableStudioError
+from prefect_stablestudio.client.downloads import ResultMedia
 from prefect_stablestudio.client.models import EditRequest, JobResult
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import SavedResult
+from prefect_stablestudio.flows.paid_job import extension_for
 from prefect_stablestudio.flows.receipts import ReceiptBook
-from prefect_stablestudio.flows.steps import FailedBeforePayment, PaidJob, UploadedImage, is_transient
-from prefect_stablestudio.flows.storage import InputImage, StorageOptions, read_input
+from prefect_stablestudio.flows.retries import SAVE_TASK, SUBMIT_TASK, UPLOAD_TASK, WAIT_TASK
+from prefect_stablestudio.flows.steps import PaidJob, WalletRef, load_wallet
+from prefect_stablestudio.flows.storage import InputImage, StorageOptions, join_uri, read_input
+from prefect_stablestudio.flows.uploads import UploadedImage, upload
 
 __all__ = [
-    "FailedBeforePayment",
     "PaidJob",
     "UploadedImage",
     "WalletRef",
     "load_wallet",
+    "save_media",
     "save_result",
     "submit_edit",
+    "submit_generation",
     "upload_image",
     "wait_for_job",
 ]
 
-WalletRef = str | StableStudioWallet
-"""A saved block's name, or a block instance."""
-
-
-async def load_wallet(wallet: WalletRef) -> StableStudioWallet:
-    """The wallet block itself, loading it by name when given a string."""
-    if isinstance(wallet, StableStudioWallet):
-        return wallet
-    return await StableStudioWallet.aload(wallet)
-
-
-_is_transient = is_transient
-
-def _exception_of(state: State[Any]) -> BaseException | None:
-    # The engine hands retry conditions a Failed state whose data is the exception itself.
-    return state.data if isinstance(state.data, BaseException) else None
-
-
-def _retry_before_payment(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    return isinstance(_exception_of(state), FailedBeforePayment)
-
-
-def _retry_submit(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    exc = _exception_of(state)
-    if exc is None:
-        return False
-    # An OSError is the intent store (e.g. S3) hiccupping; the next attempt reconciles first.
-    return _is_transient(exc) or (isinstance(exc, OSError) and not isinstance(exc, StableStudioError))
-
-
-def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    exc = _exception_of(state)
-    if exc is None:
-        return False
-    server_error = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500
-    return _is_transient(exc) or server_error
-
-
 @task(
     name="upload-image",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_before_payment,
-)
+
+    retries=UPLOAD_TASK.retries,
+    retry_delay_seconds=UPLOAD_TASK.delays,
+    retry_condition_fn=UPLOAD_TASK.condition,)
 async def upload_image(
     wallet: WalletRef,
     source: str | bytes | InputImage,
@@ -127,8 +91,8 @@ async def upload_image(
     else:
         image = await read_input(source, storage_options, name=filename or "")
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    return await steps.upload(
-        steps.own_client(block), image, filename=filename, storage_options=storage_options,
+    return await upload(
+        steps.client_per_step(block), image, filename=filename, storage_options=storage_options,
         store=store.uploads(),
     )
 
@@ -136,10 +100,10 @@ async def upload_image(
 @task(
     name="submit-edit",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_submit,
-)
+
+    retries=SUBMIT_TASK.retries,
+    retry_delay_seconds=SUBMIT_TASK.delays,
+    retry_condition_fn=SUBMIT_TASK.condition,)
 async def submit_edit(
     wallet: WalletRef,
     request: EditRequest,
@@ -166,17 +130,17 @@ async def submit_edit(
     """
     block = await load_wallet(wallet)
     store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
-    open_client = steps.own_client(block, ReceiptBook.beside(store))
-    return await steps.submit(open_client, block, request, idempotency_key, store)
+    clients = steps.client_per_step(block, ReceiptBook.beside(store))
+    return await steps.submit(clients, block, request, idempotency_key, store)
 
 
 @task(
     name="wait-for-job",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 8],
-    retry_condition_fn=_retry_transient,
-)
+
+    retries=WAIT_TASK.retries,
+    retry_delay_seconds=WAIT_TASK.delays,
+    retry_condition_fn=WAIT_TASK.condition,)
 async def wait_for_job(
     wallet: WalletRef,
     job_id: str,
@@ -199,7 +163,7 @@ async def wait_for_job(
     """
     block = await load_wallet(wallet)
     return await steps.wait(
-        steps.own_client(block), job_id, max_wait_seconds=max_wait_seconds,
+        steps.client_per_step(block), job_id, max_wait_seconds=max_wait_seconds,
         expected_seconds=expected_seconds, report_progress=report_progress,
     )
 
@@ -207,10 +171,10 @@ async def wait_for_job(
 @task(
     name="save-result",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_transient,
-)
+
+    retries=SAVE_TASK.retries,
+    retry_delay_seconds=SAVE_TASK.delays,
+    retry_condition_fn=SAVE_TASK.condition,)
 async def save_result(
     image_url: str,
     destination: str,
@@ -236,3 +200,71 @@ async def save_result(
         image_url, destination, storage_options=storage_options, download_timeout=download_timeout,
         max_bytes=max_result_bytes,
     )
+
+
+@task(
+    name="submit-generation",
+    cache_policy=NO_CACHE,
+    retries=SUBMIT_TASK.retries,
+    retry_delay_seconds=SUBMIT_TASK.delays,
+    retry_condition_fn=SUBMIT_TASK.condition,
+)
+async def submit_generation(
+    wallet: WalletRef,
+    model: str,
+    operation: str,
+    body: dict[str, Any],
+    idempotency_key: str,
+    *,
+    intent_store: IntentStore | str | None = None,
+) -> PaidJob:
+    """Pay for and submit any generate route, at most once per idempotency key (as `submit_edit` does).
+
+    ``body`` is the validated wire body (``build_request(...).body()``). A job recorded under the key is
+    returned as is; a payment signed earlier is re-sent with the body it was signed for, never signed anew.
+
+    Example:
+        ```python
+        body = build_request("grok", "generate", {"prompt": "a lighthouse"}).body()
+        job = await submit_generation("my-wallet", "grok", "generate", body, key)
+        ```
+    """
+    block = await load_wallet(wallet)
+    store = intent_store if isinstance(intent_store, IntentStore) else IntentStore(intent_store)
+    return await steps.submit_route(
+        steps.client_per_step(block, ReceiptBook.beside(store)), block, model, operation, body,
+        idempotency_key, store,
+    )
+
+
+@task(
+    name="save-media",
+    cache_policy=NO_CACHE,
+    retries=SAVE_TASK.retries,
+    retry_delay_seconds=SAVE_TASK.delays,
+    retry_condition_fn=SAVE_TASK.condition,
+)
+async def save_media(
+    url: str,
+    folder: str,
+    stem: str,
+    *,
+    storage_options: StorageOptions | None = None,
+    download_timeout: float = 300.0,
+    media: ResultMedia = "image",
+    max_bytes: int | None = None,
+) -> SavedResult:
+    """Stream a result (image or video) at once into ``folder/stem.<ext>``, the extension following the type
+    sniffed from its first bytes. Held to ``max_bytes`` (default 64 MiB for an image, 2 GiB for a video).
+
+    Example:
+        ```python
+        saved = await save_media(result.video_url, "s3://renders/", "waves", media="video")  # waves.mp4
+        ```
+    """
+    saved = await steps.save(
+        url,
+        lambda content_type: join_uri(folder, f"{stem}.{extension_for(content_type)}"),
+        storage_options=storage_options, download_timeout=download_timeout, media=media, max_bytes=max_bytes,
+    )
+    return saved

@@ -13,7 +13,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
 from prefect_stablestudio.blocks.budget import (
-    BudgetHooks,
     SpendBudget,
     SpendCapExceeded,
     current_flow_run_id,
@@ -22,6 +21,7 @@ from prefect_stablestudio.blocks.budget import (
     run_limit_name,
     total_limit_name,
 )
+from prefect_stablestudio.blocks.payment_guard import PaymentGuard
 from prefect_stablestudio.blocks.run_float import RUN_FLOAT
 from prefect_stablestudio.client.payment import NoHooks
 
@@ -206,7 +206,7 @@ class _PersistenceDown(NoHooks):
 
 async def test_a_payment_that_could_not_be_persisted_is_not_sent_and_gives_its_reservation_back() -> None:
     budget = SpendBudget(fresh_address(), lifetime=100_000)
-    hooks = BudgetHooks(budget, inner=_PersistenceDown())
+    hooks = PaymentGuard(budget, record=_PersistenceDown())
     await hooks.before_signing(_Quote())  # type: ignore[arg-type]
     assert await budget.remaining() == {"lifetime": 75_000}
     with pytest.raises(OSError):

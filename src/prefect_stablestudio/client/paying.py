@@ -45,8 +45,8 @@ from prefect_stablestudio.client.x402 import Quote, decode_settlement, payment_i
 __all__ = [
     "REPLAYED_AUTHORIZATION_CODES",
     "FindExisting",
+    "PaidCall",
     "PaidResponse",
-    "PaymentFlow",
     "invalid_request_from",
     "is_replay_code",
 ]
@@ -70,8 +70,9 @@ class PaidResponse:
     resumed: bool = False
 
 
-class PaymentFlow:
-    """Paid POSTs for one session, under one policy and one set of hooks."""
+class PaidCall:
+    """The paid call: POSTs to paid routes for one session, under one policy and one set of hooks (the
+    hooks' order: `prefect_stablestudio.blocks.payment_guard`)."""
 
     def __init__(
         self,

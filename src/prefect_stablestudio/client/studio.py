@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import os
@@ -65,7 +66,7 @@ from prefect_stablestudio.client.models import (
     UploadResult,
     UploadTicket,
 )
-from prefect_stablestudio.client.paying import PaidResponse, PaymentFlow
+from prefect_stablestudio.client.paying import PaidCall, PaidResponse
 from prefect_stablestudio.client.payment import NoHooks, Payment, PaymentHooks
 from prefect_stablestudio.client.policy import WalletPolicy
 from prefect_stablestudio.client.polling import PollSchedule, TurnaroundHistory
@@ -163,13 +164,13 @@ class StableStudioClient:
         }
         self.stats = ClientStats()
         self._timeout = timeout
-        self._blob_api_reachable = False  # probed before this client's first paid upload
+        self._blob_api_reachable = asyncio.Event()  # set once probed, before this client's first paid upload
         self._blob_api_probe = asyncio.Lock()  # 100 first uploads at once send one probe, not 100
         self._max_connections = max_connections
         # Turnarounds of this client's finished jobs, per expected turnaround (a proxy for the model).
         self._turnarounds: dict[float, TurnaroundHistory] = {}
         self._session = Session(self.base_url, self._signer, None, siwx_mode, self.stats)
-        self._flow = PaymentFlow(
+        self._paid_call = PaidCall(
             self._session,
             self.policy,
             self.hooks,
@@ -198,7 +199,7 @@ class StableStudioClient:
         if http is not None:
             await http.aclose()
 
-    def _ensure_open(self) -> tuple[Session, PaymentFlow]:
+    def _ensure_open(self) -> tuple[Session, PaidCall]:
         if self._session.http is None:
             pool = httpx.AsyncHTTPTransport(
                 verify=tls_context(),
@@ -216,7 +217,24 @@ class StableStudioClient:
                 follow_redirects=False,
                 headers={"user-agent": "stablestudio-python"},
             )
-        return self._session, self._flow
+        return self._session, self._paid_call
+
+    def with_hooks(self, hooks: PaymentHooks | None) -> StableStudioClient:
+        """This client with other payment hooks: the same connection pool, session, statistics and what it
+        has learnt (turnarounds, the blob API probe), for concurrent callers that each keep their own record
+        of what they pay. Open and close the original (`async with`); a view is never closed on its own.
+
+        Example:
+            ```python
+            async with StableStudioClient(key) as client:
+                job = await client.with_hooks(my_hooks).submit_edit(request)
+            ```
+        """
+        view = copy.copy(self)
+        view.hooks = hooks or NoHooks()
+        view._paid_call = copy.copy(self._paid_call)
+        view._paid_call.hooks = view.hooks
+        return view
 
     # -- identity --------------------------------------------------------------------------------------------
 
@@ -251,9 +269,9 @@ class StableStudioClient:
         With `payment=`, re-send that signed payment instead of signing: the way to resume a call whose
         outcome was unknown. Never wrap this in a generic retry.
         """
-        _, flow = self._ensure_open()
+        _, paid_call = self._ensure_open()
         find = self._find_job_for if path.startswith("/api/generate/") else None
-        return await flow.post(
+        return await paid_call.post(
             kind, path, body, payment=payment, idempotency_key=idempotency_key, find_existing=find
         )
 
@@ -270,8 +288,8 @@ class StableStudioClient:
             print(quote.amount_usd if quote else "free")
             ```
         """
-        _, flow = self._ensure_open()
-        return await flow.quote(kind, path, body)
+        _, paid_call = self._ensure_open()
+        return await paid_call.quote(kind, path, body)
 
     async def quote_upload(self, filename: str, content_type: str, size: int) -> Quote | None:
         """The price of uploading a file of this name, type and size (its ticket's 402); nothing is paid."""
@@ -571,7 +589,7 @@ class StableStudioClient:
             InvalidRequest: not an allowed image, too large, unreadable, or (once per client, before the
                 first upload pays) a blob API whose host cannot be reached (nothing paid).
         """
-        _, flow = self._ensure_open()
+        _, paid_call = self._ensure_open()
         opened = await open_source(
             source,
             filename=filename,
@@ -581,26 +599,22 @@ class StableStudioClient:
         )
         await self._check_blob_api()
         return await upload_opened(
-            flow,
-            opened,
-            blob_api_url=self.blob_api_url,
-            idempotency_key=idempotency_key,
-            ticket=ticket,
-            on_ticket=on_ticket,
+            paid_call, opened, blob_api_url=self.blob_api_url, idempotency_key=idempotency_key,
+            ticket=ticket, on_ticket=on_ticket,
         )
 
     async def _check_blob_api(self) -> None:
         """Probe the blob API once per client, before its first upload pays (see `blob_api`)."""
-        if self._blob_api_reachable:
+        if self._blob_api_reachable.is_set():
             return
         async with self._blob_api_probe:
-            if self._blob_api_reachable:
+            if self._blob_api_reachable.is_set():
                 return
             session, _ = self._ensure_open()
             assert session.http is not None
             self.stats.requests["blob_probe"] += 1
             await probe_blob_api(session.http, self.blob_api_url)
-            self._blob_api_reachable = True
+            self._blob_api_reachable.set()
 
     @asynccontextmanager
     async def stream_download(

@@ -21,7 +21,7 @@ from prefect_stablestudio.client._http import (
 )
 from prefect_stablestudio.client.errors import ProtocolError, StableStudioError, UpstreamError
 from prefect_stablestudio.client.models import BlobInfo, UploadResult, UploadTicket
-from prefect_stablestudio.client.paying import PaymentFlow
+from prefect_stablestudio.client.paying import PaidCall
 from prefect_stablestudio.client.payment import Payment
 from prefect_stablestudio.client.sources import OpenedSource
 
@@ -60,7 +60,7 @@ def usable(ticket: UploadTicket) -> bool:
 
 
 async def upload_opened(
-    flow: PaymentFlow,
+    paid_call: PaidCall,
     opened: OpenedSource,
     *,
     blob_api_url: str,
@@ -88,7 +88,7 @@ async def upload_opened(
                     "upload token expired twice; gave up after two tickets", status=0,
                     code="client_token_expired",
                 )
-            held, payment = await _buy_ticket(flow, body, idempotency_key, bought + (ticket is not None))
+            held, payment = await _buy_ticket(paid_call, body, idempotency_key, bought + (ticket is not None))
             bought += 1
             if payment is not None:
                 payments.append(payment)
@@ -98,13 +98,13 @@ async def upload_opened(
                 held, rebought = None, "expired"
                 continue
         try:
-            blob = await _put(flow, opened, held, blob_api_url, earlier=bought == 0)
+            blob = await _put(paid_call, opened, held, blob_api_url, earlier=bought == 0)
         except _TicketRefused as refusal:
             held, rebought = None, refusal.reason
             continue
         break
 
-    await _confirm(flow, held.upload_id, blob.url)
+    await _confirm(paid_call, held.upload_id, blob.url)
     return UploadResult(
         blob_url=blob.url,
         upload_id=held.upload_id,
@@ -119,28 +119,28 @@ async def upload_opened(
 
 
 async def _buy_ticket(
-    flow: PaymentFlow, body: dict[str, object], idempotency_key: str | None, earlier: int
+    paid_call: PaidCall, body: dict[str, object], idempotency_key: str | None, earlier: int
 ) -> tuple[UploadTicket, Payment | None]:
     """Pay for a ticket. The idempotency key of a further ticket differs, or it would buy the same one."""
     if idempotency_key is None or earlier == 0:
         key = idempotency_key
     else:
         key = f"{idempotency_key}:retry" + (str(earlier) if earlier > 1 else "")
-    paid = await flow.post("upload", "/api/upload", body, idempotency_key=key)
+    paid = await paid_call.post("upload", "/api/upload", body, idempotency_key=key)
     try:
         return UploadTicket.model_validate(paid.data), paid.payment  # checks every field (server_values)
     except ValidationError:
         raise ProtocolError("upload ticket reply is malformed") from None
 
 
-async def _confirm(flow: PaymentFlow, upload_id: str, blob_url: str) -> None:
+async def _confirm(paid_call: PaidCall, upload_id: str, blob_url: str) -> None:
     """Confirm the blob. The ticket is paid and the bytes are up by now, so a transient failure here is
     retried (confirming twice is harmless) rather than throwing the paid upload away."""
     body = {"uploadId": upload_id, "blobUrl": blob_url}
     for attempt in range(_CONFIRM_ATTEMPTS):
         last = attempt == _CONFIRM_ATTEMPTS - 1
         try:
-            response = await flow.session.siwx_request(
+            response = await paid_call.session.siwx_request(
                 "upload_confirm", "POST", "/api/upload/confirm", json_body=body
             )
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
@@ -157,7 +157,7 @@ async def _confirm(flow: PaymentFlow, upload_id: str, blob_url: str) -> None:
 
 
 async def _put(
-    flow: PaymentFlow, opened: OpenedSource, ticket: UploadTicket, blob_api_url: str, *, earlier: bool
+    paid_call: PaidCall, opened: OpenedSource, ticket: UploadTicket, blob_api_url: str, *, earlier: bool
 ) -> BlobInfo:
     """PUT the bytes with `ticket` (retried while the failure is transient). `earlier`: the ticket was paid
     before this call, so a refusal of its token (not only an expiry) is worth a new ticket."""
@@ -176,10 +176,10 @@ async def _put(
         if attempt:
             # The ticket is paid: wait out a bad patch (well inside the token's 5 min) rather than give up.
             await asyncio.sleep(_PUT_BACKOFF * attempt)
-        http = flow.session.http
+        http = paid_call.session.http
         if http is None:
             raise RuntimeError("client is closed")
-        flow.session.stats.requests["blob"] += 1
+        paid_call.session.stats.requests["blob"] += 1
         try:
             content = opened.data if opened.data is not None else opened.chunks()
             response = await http.put(url, content=content, headers=headers)
