@@ -40,6 +40,7 @@ PUBLIC: dict[str, list[str]] = {
         "PaymentOutcomeUnknown",
         "PaymentRejected",
         "PaymentRequired",
+        "PaymentUnrecovered",
         "PolicyRefused",
         "ProtocolError",
         "Quote",
