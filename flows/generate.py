@@ -29,15 +29,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_stablestudio.blocks.budget import current_flow_run_id, release_run_budget
 from prefect_stablestudio.client.catalog import CatalogEntry, MediaKind, catalog_entry
+from prefect_stablestudio.client.media_types import content_type_for, extension_for
 from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore, intent_key
-from prefect_stablestudio.flows.paid_job import JobRunner, JobSpec, JobTally, OutputName, extension_for
+from prefect_stablestudio.flows.paid_job import JobRunner, JobSpec, JobTally, OutputName
 from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.steps import load_wallet
-from prefect_stablestudio.flows.storage import content_type_for, read_input
+from prefect_stablestudio.flows.storage import read_input
 
-# The tasks `save_media` and `submit_generation` live in flows/tasks.py; `extension_for` in flows/paid_job.py.
+# The tasks `save_media` and `submit_generation` are in flows/tasks.py; `extension_for` in client/media_types.py.
 __all__ = ["GenerationOutcome", "extension_for", "generate", "generate_job"]
 
 _RUN_HOOKS: list[Any] = [release_run_budget]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from prefect_stablestudio.blocks import StableStudioWallet
 from prefect_stablestudio.blocks.budget import SpendBudget, SpendCapExceeded
 from prefect_stablestudio.client.downloads import ResultMedia
 from prefect_stablestudio.client.errors import JobFailed, PaymentOutcomeUnknown, PolicyRefused
+from prefect_stablestudio.client.media_types import extension_for
 from prefect_stablestudio.client.models import EditRequest
 from prefect_stablestudio.client.money import dollars_from_atomic
 from prefect_stablestudio.flows import steps
@@ -71,7 +71,6 @@ from prefect_stablestudio.flows.uploads import UploadedImage, upload
 
 __all__ = ["JobRunner", "JobSpec", "JobTally", "OutputName", "edit_one", "edit_spec", "extension_for"]
 
-_EDIT_EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 _RESUMED_URL = "https://resumed.invalid/x"
 
 
@@ -428,35 +427,9 @@ async def edit_one(
 
 def _output_name(first: InputImage, options: EditOptions) -> str:
     stem = PurePosixPath(first.filename).stem or "image"
-    return f"{stem}-edited.{_EDIT_EXTENSIONS[options.output_format]}"
+    return f"{stem}-edited.{options.output_format}"  # the format names are the extensions
 
 
 def _failed(outcome: EditOutcome, status: EditStatus, error: str) -> EditOutcome:
     outcome.status, outcome.error = status, error[:1000]
     return outcome
-
-
-# Content types a result may come in, and the extension it is saved under.
-_EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "video/mp4": "mp4",
-    "video/webm": "webm",
-    "video/quicktime": "mov",
-}
-
-
-def extension_for(content_type: str) -> str:
-    """The file extension a result of ``content_type`` is saved under.
-
-    Example:
-        >>> extension_for("video/mp4"), extension_for("image/gif; charset=binary")
-        ('mp4', 'gif')
-    """
-    base = content_type.split(";", 1)[0].strip().lower()
-    if base in _EXTENSIONS:
-        return _EXTENSIONS[base]
-    guessed = mimetypes.guess_extension(base) if base else None
-    return guessed.lstrip(".") if guessed else "bin"

@@ -28,11 +28,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from prefect_stablestudio.client.downloads import ResultMedia
+from prefect_stablestudio.client.media_types import extension_for
 from prefect_stablestudio.client.models import EditRequest, JobResult
 from prefect_stablestudio.flows import steps
 from prefect_stablestudio.flows.intents import IntentStore
 from prefect_stablestudio.flows.models import SavedResult
-from prefect_stablestudio.flows.paid_job import extension_for
 from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.retries import SAVE_TASK, SUBMIT_TASK, UPLOAD_TASK, WAIT_TASK
 from prefect_stablestudio.flows.steps import PaidJob, WalletRef, load_wallet
