@@ -38,7 +38,7 @@ from prefect_stablestudio.flows.receipts import ReceiptBook
 from prefect_stablestudio.flows.steps import load_wallet
 from prefect_stablestudio.flows.storage import read_input
 
-# The tasks `save_media` and `submit_generation` are in flows/tasks.py; `extension_for` in client/media_types.py.
+# Tasks `save_media`, `submit_generation`: flows/tasks.py; `extension_for`: client/media_types.py.
 __all__ = ["GenerationOutcome", "extension_for", "generate", "generate_job"]
 
 _RUN_HOOKS: list[Any] = [release_run_budget]
