@@ -22,7 +22,7 @@ Retries that live elsewhere, on purpose:
   `NOT_FOUND_GRACE_SECONDS` (10 s, `prefect_stablestudio.client.studio`); the HTTP edge itself
   (`prefect_stablestudio.client._http`) retries nothing;
 - a cap's increment on Prefect's server answered 503 (busy): up to 50 tries, jittered 10 ms x attempt
-  (at most ~18 s in all, `blocks/budget.py`);
+  (at most ~18 s in all, `blocks/prefect_http.py`);
 - `edit-sharded` starts a shard's run again when it died without a record (`shard_attempts`,
   `flows/shards.py`).
 
